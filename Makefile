@@ -1,0 +1,39 @@
+# difforge: `make demo` runs the main job, `make test` the tests; both set up .venv from nothing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.difforge-installed
+# A plain `torch` request pulls a multi-GB CUDA build; this CPU wheel is what CI and dev use.
+TORCH_PIN ?= torch==2.13.0
+DEMO_DIR ?= demo-artifact
+
+.PHONY: venv demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_PIN)"
+	$(PY) -m pip install -q -e ".[dev]" "$(TORCH_PIN)"
+	# Triton kernels are tested on CPU through its interpreter; --no-deps keeps the CPU torch.
+	$(PY) -m pip install -q --no-deps triton==3.9.0
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(VENV)/bin/difforge compile --preset tiny-sd -o $(DEMO_DIR) --force
+	$(VENV)/bin/difforge info $(DEMO_DIR)
+	$(VENV)/bin/difforge run $(DEMO_DIR) --prompt "a photo of a cat" --steps 20 --seed 0 --out demo.png
+
+lint: venv
+	$(VENV)/bin/ruff check difforge tests scripts
+	$(VENV)/bin/mypy difforge
+
+test: venv lint
+	$(PY) -m pytest -q
+
+bench: venv
+	$(PY) scripts/bench.py --out docs/perf.md
+
+clean:
+	rm -rf $(DEMO_DIR) demo.png .pytest_cache .mypy_cache .ruff_cache

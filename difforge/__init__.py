@@ -1,0 +1,36 @@
+"""difforge: a deployment compiler for patched diffusion models.
+
+    import difforge
+    config = difforge.ExportConfig(output=Path("a"), preset="tiny-sd")
+    difforge.compile(difforge.CompileConfig(config))
+    pipe = difforge.load("a")
+    image = pipe(difforge.GenerateRequest(prompt="a cat", steps=20)).images[0]
+
+Heavy modules (torch, diffusers) load only when export/build/compile are called; ``load`` and
+the runtime need numpy and onnxruntime alone.
+"""
+
+from __future__ import annotations
+
+from difforge._version import __version__
+from difforge.api import build, compile, export, info
+from difforge.config import BuildConfig, CompileConfig, ExportConfig, ResolutionRange
+from difforge.errors import DifforgeError
+from difforge.runtime import GenerateRequest, GenerateResult, Pipeline, load
+
+__all__ = [
+    "BuildConfig",
+    "CompileConfig",
+    "DifforgeError",
+    "ExportConfig",
+    "GenerateRequest",
+    "GenerateResult",
+    "Pipeline",
+    "ResolutionRange",
+    "__version__",
+    "build",
+    "compile",
+    "export",
+    "info",
+    "load",
+]

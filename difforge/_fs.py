@@ -1,0 +1,56 @@
+"""Artifact folders appear whole or not at all: built in a hidden sibling, then renamed."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from difforge.errors import DifforgeError
+
+PARTIAL = ".partial-"
+
+
+def check_target(target: Path, force: bool) -> None:
+    """Refuse before any work: an existing target without ``force``, an unwritable folder."""
+    if target.exists() and not force:
+        raise DifforgeError(f"{target} already exists (use --force to replace it)")
+    if target.exists() and not target.is_dir():
+        raise DifforgeError(f"{target} exists and is not a folder")
+    parent = target.parent
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise DifforgeError(f"cannot write {target}: {probe} is not a writable folder")
+
+
+@contextlib.contextmanager
+def staged_folder(target: Path, force: bool = False) -> Iterator[Path]:
+    """Yield an empty hidden folder next to ``target``; on success it becomes ``target``.
+
+    On any exception (Ctrl-C and SIGTERM included, which the CLI turns into exceptions) the
+    staging folder is removed and ``target`` is left as it was.
+    """
+    check_target(target, force)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{PARTIAL}", dir=target.parent))
+    # mkdtemp makes the folder private; the artifact should get the usual permissions.
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
+    try:
+        yield staging
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old / target.name)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

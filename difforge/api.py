@@ -1,0 +1,60 @@
+"""The Python API. Each call takes one config object; the CLI only builds these and calls in."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from difforge._fs import check_target
+from difforge._progress import Reporter, SilentReporter
+from difforge.config import BuildConfig, CompileConfig, ExportConfig
+from difforge.runtime.manifest import Manifest, read_manifest
+
+
+def export(config: ExportConfig, reporter: Reporter | None = None) -> Path:
+    """Export a model's components to verified ONNX graphs in ``config.output``."""
+    from difforge.export.exporter import export as _export
+
+    return _export(config, reporter)
+
+
+def build(config: BuildConfig, reporter: Reporter | None = None) -> Path:
+    """Build an engine artifact for ``config.backend`` from an export folder."""
+    from difforge.engines import get_builder
+
+    return get_builder(config.backend)(config, reporter)
+
+
+def compile(config: CompileConfig, reporter: Reporter | None = None) -> Path:
+    """Export then build, leaving only the built artifact at ``config.export.output``."""
+    from difforge.engines import get_builder
+
+    rep = reporter or SilentReporter()
+    target = config.export.output
+    builder = get_builder(config.backend)
+    check_target(target, config.export.force)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.export-", dir=target.parent))
+    try:
+        exported = scratch / "export"
+        export_cfg = ExportConfig(**{**config.export.__dict__, "output": exported, "force": False})
+        export(export_cfg, rep)
+        return builder(
+            BuildConfig(
+                source=exported,
+                output=target,
+                backend=config.backend,
+                threads=config.threads,
+                optimize=config.optimize,
+                force=config.export.force,
+            ),
+            rep,
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def info(artifact: str | Path, verify: bool = True) -> Manifest:
+    """Read (and by default hash-check) an artifact's manifest."""
+    return read_manifest(Path(artifact), verify=verify)

@@ -1,0 +1,311 @@
+"""The ``difforge`` command line: parse options into config objects and call the API.
+
+User errors (:class:`DifforgeError`) print one line and exit 2; ``--debug`` shows their
+traceback. Anything else is a bug and keeps its traceback. SIGTERM is turned into an
+exception so that a killed build removes its staging folder like an interrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from difforge._version import __version__
+from difforge.config import BuildConfig, CompileConfig, ExportConfig, ResolutionRange
+from difforge.errors import DifforgeError
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_USER_ERROR = 2
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"difforge: error: {message}", err=True)
+    sys.exit(EXIT_USER_ERROR)
+
+
+def _on_sigterm(signum: int, frame: Any) -> NoReturn:
+    raise SystemExit(128 + signum)
+
+
+def _reporter(quiet: bool) -> Any:
+    from difforge._progress import RichReporter, SilentReporter
+
+    return SilentReporter() if quiet else RichReporter()
+
+
+def export_options(fn: F) -> F:
+    opts = [
+        click.option("--preset", help="A built-in preset (see `difforge info --presets`)."),
+        click.option(
+            "--model",
+            type=click.Path(path_type=Path),
+            help="A diffusers pipeline folder on disk (loaded offline).",
+        ),
+        click.option(
+            "--patch",
+            "patches",
+            multiple=True,
+            metavar="NAME[:K=V,...]",
+            help="Apply a patch before export; repeatable.",
+        ),
+        click.option(
+            "--resolution",
+            metavar="N|MIN:MAX|MIN:DEFAULT:MAX",
+            help="Pixel resolutions to build for.",
+        ),
+        click.option(
+            "--max-batch",
+            type=int,
+            default=2,
+            show_default=True,
+            help="Images per call the artifact accepts.",
+        ),
+        click.option("--opset", type=int, default=20, show_default=True),
+        click.option(
+            "--seed",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Seed for a preset's random weights.",
+        ),
+        click.option("--no-verify", is_flag=True, help="Skip the ONNX Runtime parity check."),
+        click.option("--force", is_flag=True, help="Replace OUTPUT if it exists."),
+        click.option(
+            "-o",
+            "--output",
+            type=click.Path(path_type=Path),
+            required=True,
+            help="Folder to write.",
+        ),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _export_config(kw: dict[str, Any]) -> ExportConfig:
+    return ExportConfig(
+        output=kw["output"],
+        preset=kw["preset"],
+        model=kw["model"],
+        patches=list(kw["patches"]),
+        resolution=ResolutionRange.parse(kw["resolution"]),
+        max_batch=kw["max_batch"],
+        opset=kw["opset"],
+        seed=kw["seed"],
+        verify=not kw["no_verify"],
+        force=kw["force"],
+    )
+
+
+class DifforgeGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        debug = "--debug" in sys.argv[1:]
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        try:
+            return super().invoke(ctx)
+        except DifforgeError as exc:
+            if debug:
+                raise
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            click.echo("difforge: interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=DifforgeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="difforge")
+@click.option("--debug", is_flag=True, help="Show tracebacks for user errors too.")
+def cli(debug: bool) -> None:
+    """difforge: compile patched diffusion models into deployable artifacts and run them."""
+
+
+@cli.command()
+@export_options
+@click.option("-q", "--quiet", is_flag=True)
+def export(quiet: bool, **kw: Any) -> None:
+    """Export each component to ONNX and verify it against PyTorch."""
+    from difforge import api
+
+    out = api.export(_export_config(kw), _reporter(quiet))
+    click.echo(f"exported to {out}")
+
+
+@cli.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+@click.option("--backend", default="ort", show_default=True, help="Engine backend.")
+@click.option(
+    "--threads",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Intra-op threads recorded for the runtime (0: all cores).",
+)
+@click.option("--no-optimize", is_flag=True, help="Skip graph passes (copy the export as is).")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("-q", "--quiet", is_flag=True)
+def build(
+    source: Path,
+    output: Path,
+    backend: str,
+    threads: int,
+    no_optimize: bool,
+    force: bool,
+    quiet: bool,
+) -> None:
+    """Build an engine artifact from an export folder."""
+    from difforge import api
+
+    out = api.build(
+        BuildConfig(
+            source=source,
+            output=output,
+            backend=backend,
+            threads=threads,
+            optimize=not no_optimize,
+            force=force,
+        ),
+        _reporter(quiet),
+    )
+    click.echo(f"built {out}")
+
+
+@cli.command(name="compile")
+@export_options
+@click.option("--backend", default="ort", show_default=True)
+@click.option("--threads", type=int, default=0, show_default=True)
+@click.option("--no-optimize", is_flag=True)
+@click.option("-q", "--quiet", is_flag=True)
+def compile_(backend: str, threads: int, no_optimize: bool, quiet: bool, **kw: Any) -> None:
+    """Export and build in one go (only the built artifact is kept)."""
+    import time
+
+    from difforge import api
+
+    start = time.perf_counter()
+    out = api.compile(
+        CompileConfig(
+            export=_export_config(kw), backend=backend, threads=threads, optimize=not no_optimize
+        ),
+        _reporter(quiet),
+    )
+    click.echo(f"compiled {out} in {time.perf_counter() - start:.1f} s")
+
+
+@cli.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--prompt", default="", help="Text prompt (text-to-image artifacts).")
+@click.option("--negative-prompt", default="")
+@click.option("--class-label", type=int, default=None, help="Class (class-to-image artifacts).")
+@click.option("--steps", type=int, default=None, help="Sampler steps (default: the artifact's).")
+@click.option("--guidance", type=float, default=None, help="Classifier-free guidance scale.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--height", type=int, default=None)
+@click.option("--width", type=int, default=None)
+@click.option("--resolution", type=int, default=None, help="Sets height and width.")
+@click.option("--scheduler", default=None, help="ddim, euler, euler-ancestral, flow-euler.")
+@click.option("--threads", type=int, default=None, help="Intra-op threads (default: as built).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("out.png"), show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print timings as JSON.")
+@click.option("-q", "--quiet", is_flag=True)
+def run(
+    artifact: Path,
+    prompt: str,
+    negative_prompt: str,
+    class_label: int | None,
+    steps: int | None,
+    guidance: float | None,
+    seed: int,
+    height: int | None,
+    width: int | None,
+    resolution: int | None,
+    scheduler: str | None,
+    threads: int | None,
+    out: Path,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Generate an image with an artifact (numpy + onnxruntime only)."""
+    from difforge.runtime import GenerateRequest, load
+    from difforge.runtime.image import grid, save_png
+
+    pipe = load(artifact, threads=threads)
+    request = GenerateRequest(
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        class_label=class_label if class_label is not None else 0,
+        steps=steps,
+        guidance_scale=guidance,
+        seed=seed,
+        height=height or resolution,
+        width=width or resolution,
+        scheduler=scheduler,
+    )
+    resolved = pipe.resolve(request)
+    if not quiet and not as_json:
+        with click.progressbar(
+            length=resolved.steps or 0, label="denoising", file=sys.stderr
+        ) as bar:
+            result = pipe(request, callback=lambda i, n: bar.update(1))
+    else:
+        result = pipe(request)
+    image = result.images[0] if len(result.images) == 1 else grid(result.images)
+    save_png(image, out)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "out": str(out),
+                    "timings": result.timings,
+                    "step_seconds": result.step_seconds,
+                    **result.request,
+                }
+            )
+        )
+        return
+    click.echo(f"wrote {out} ({image.shape[1]}x{image.shape[0]})")
+    if not quiet:
+        click.echo(format_timings(result.timings, len(result.step_seconds)))
+
+
+def format_timings(timings: dict[str, float], steps: int) -> str:
+    rows = [("stage", "ms")]
+    for key, value in timings.items():
+        label = f"{key} ({steps} steps)" if key == "denoiser" else key
+        rows.append((label, f"{value * 1000:.1f}"))
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{a:<{width}}  {b:>9}" for a, b in rows)
+
+
+@cli.command()
+@click.argument("artifact", type=click.Path(path_type=Path), required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@click.option("--presets", is_flag=True, help="List the built-in presets.")
+def info(artifact: Path | None, as_json: bool, presets: bool) -> None:
+    """Describe an artifact (from its manifest), or list presets."""
+    if presets or artifact is None:
+        from difforge.export.sources.presets import DESCRIPTIONS
+
+        for name, text in DESCRIPTIONS.items():
+            click.echo(f"{name:<12} {text} (random weights)")
+        return
+    from difforge import api
+    from difforge.manifest_view import describe
+
+    manifest = api.info(artifact)
+    click.echo(json.dumps(manifest.to_dict(), indent=2) if as_json else describe(manifest))
+
+
+def main() -> None:
+    cli(prog_name="difforge")
+
+
+if __name__ == "__main__":
+    main()

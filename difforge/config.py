@@ -1,0 +1,77 @@
+"""One config object per API call; the CLI only fills these in.
+
+Kept free of torch so that ``difforge --help`` and the runtime stay light.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from difforge.errors import DifforgeError
+
+
+@dataclass
+class ResolutionRange:
+    """Pixel resolutions to build for; ``None`` fields take the source's defaults."""
+
+    min: int | None = None
+    default: int | None = None
+    max: int | None = None
+
+    @classmethod
+    def parse(cls, text: str | None) -> ResolutionRange:
+        """``512`` (build for 512, widening the range to it), ``256:512``, ``128:256:512``."""
+        if not text:
+            return cls()
+        try:
+            parts = [int(p) for p in text.split(":")]
+        except ValueError:
+            raise DifforgeError(
+                f"--resolution takes N, MIN:MAX or MIN:DEFAULT:MAX, got {text!r}"
+            ) from None
+        if any(p <= 0 for p in parts) or len(parts) > 3:
+            raise DifforgeError(f"--resolution takes N, MIN:MAX or MIN:DEFAULT:MAX, got {text!r}")
+        if len(parts) == 1:
+            return cls(default=parts[0])
+        if len(parts) == 2:
+            if parts[0] > parts[1]:
+                raise DifforgeError(f"--resolution {text}: MIN is larger than MAX")
+            return cls(min=parts[0], max=parts[1])
+        if not parts[0] <= parts[1] <= parts[2]:
+            raise DifforgeError(f"--resolution {text}: needs MIN <= DEFAULT <= MAX")
+        return cls(min=parts[0], default=parts[1], max=parts[2])
+
+
+@dataclass
+class ExportConfig:
+    output: Path
+    preset: str | None = None
+    model: Path | None = None
+    patches: list[str] = field(default_factory=list)
+    resolution: ResolutionRange = field(default_factory=ResolutionRange)
+    #: Images per call; the denoiser's batch range doubles it for classifier-free guidance.
+    max_batch: int = 2
+    opset: int = 20
+    seed: int = 0
+    verify: bool = True
+    force: bool = False
+
+
+@dataclass
+class BuildConfig:
+    source: Path
+    output: Path
+    backend: str = "ort"
+    #: intra-op threads recorded for the runtime; 0 lets ONNX Runtime use every core.
+    threads: int = 0
+    optimize: bool = True
+    force: bool = False
+
+
+@dataclass
+class CompileConfig:
+    export: ExportConfig
+    backend: str = "ort"
+    threads: int = 0
+    optimize: bool = True

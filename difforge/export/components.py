@@ -1,0 +1,141 @@
+"""The exportable components of each pipeline kind: a wrapper module plus its spec.
+
+Wrappers fix the graph interface the runtime expects (plain tensors in, one tensor out) and
+move the little arithmetic that belongs to a component into its graph (the VAE's latent
+scaling; DiT's learned-sigma channels dropped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+import torch
+
+from difforge.export.sources.base import SourceModel
+from difforge.export.specs import Axis, ComponentSpec, Tensor
+
+
+class TextEncoder(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids, return_dict=False)[0]
+
+
+class UNetDenoiser(torch.nn.Module):
+    def __init__(self, unet: torch.nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(
+        self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor
+    ) -> torch.Tensor:
+        return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
+
+
+class DiTDenoiser(torch.nn.Module):
+    def __init__(self, transformer: torch.nn.Module) -> None:
+        super().__init__()
+        self.transformer = transformer
+        self.channels = int(cast(Any, transformer).config.in_channels)
+
+    def forward(
+        self, sample: torch.Tensor, timestep: torch.Tensor, class_labels: torch.Tensor
+    ) -> torch.Tensor:
+        out = self.transformer(
+            sample, timestep=timestep, class_labels=class_labels, return_dict=False
+        )[0]
+        # The learned-variance half is never used by the samplers difforge runs.
+        return out[:, : self.channels]
+
+
+class VaeDecoder(torch.nn.Module):
+    def __init__(self, vae: torch.nn.Module, scaling_factor: float) -> None:
+        super().__init__()
+        self.vae = vae
+        self.inv_scale = 1.0 / scaling_factor
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latent * self.inv_scale, return_dict=False)[0]  # type: ignore[operator]
+
+
+@dataclass
+class Component:
+    spec: ComponentSpec
+    module: torch.nn.Module
+
+
+def _latent_axes(source: SourceModel) -> tuple[Axis, Axis]:
+    res = source.resolution
+    f = source.vae_scale_factor
+    m = res.multiple // f
+    axis = Axis(min=res.min // f, opt=res.default // f, max=res.max // f, multiple=m)
+    return axis, axis
+
+
+def components_for(source: SourceModel, max_batch: int = 2) -> dict[str, Component]:
+    """Every component of ``source`` with its spec; batch ranges allow for CFG's doubling."""
+    height, width = _latent_axes(source)
+    cfg_batch = Axis(1, 2, 2 * max_batch)
+    image_batch = Axis(1, 1, max_batch)
+    channels = source.latent_channels
+    latent = Tensor("sample", "float32", ("batch", channels, "height", "width"))
+    out: dict[str, Component] = {}
+    if source.kind == "text-to-image":
+        assert source.text_encoder is not None
+        cfg = cast(Any, source.text_encoder).config
+        seq, hidden = int(cfg.max_position_embeddings), int(cfg.hidden_size)
+        out["text_encoder"] = Component(
+            ComponentSpec(
+                role="text_encoder",
+                inputs=(
+                    Tensor("input_ids", "int64", ("batch", seq), ("int", int(cfg.vocab_size))),
+                ),
+                outputs=(Tensor("last_hidden_state", "float32", ("batch", seq, hidden)),),
+                axes={"batch": cfg_batch},
+            ),
+            TextEncoder(source.text_encoder),
+        )
+        ctx_dim = int(cast(Any, source.denoiser).config.cross_attention_dim)
+        out["denoiser"] = Component(
+            ComponentSpec(
+                role="denoiser",
+                inputs=(
+                    latent,
+                    Tensor("timestep", "float32", ("batch",), "timestep"),
+                    Tensor("encoder_hidden_states", "float32", ("batch", seq, ctx_dim)),
+                ),
+                outputs=(Tensor("noise_pred", "float32", ("batch", channels, "height", "width")),),
+                axes={"batch": cfg_batch, "height": height, "width": width},
+            ),
+            UNetDenoiser(source.denoiser),
+        )
+    else:
+        out["denoiser"] = Component(
+            ComponentSpec(
+                role="denoiser",
+                inputs=(
+                    latent,
+                    Tensor("timestep", "float32", ("batch",), "timestep"),
+                    Tensor("class_labels", "int64", ("batch",), ("int", source.num_classes + 1)),
+                ),
+                outputs=(Tensor("noise_pred", "float32", ("batch", channels, "height", "width")),),
+                axes={"batch": cfg_batch, "height": height, "width": width},
+            ),
+            DiTDenoiser(source.denoiser),
+        )
+    if source.vae is not None:
+        f = source.vae_scale_factor
+        out["vae_decoder"] = Component(
+            ComponentSpec(
+                role="vae_decoder",
+                inputs=(Tensor("latent", "float32", ("batch", channels, "height", "width")),),
+                outputs=(Tensor("image", "float32", ("batch", 3, f"{f}*height", f"{f}*width")),),
+                axes={"batch": image_batch, "height": height, "width": width},
+            ),
+            VaeDecoder(source.vae, source.scaling_factor),
+        )
+    return out

@@ -1,0 +1,80 @@
+"""PyTorch component -> ONNX file, with torch.export (dynamo) and dynamic shapes from its spec."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from difforge.export.components import Component
+
+DEFAULT_OPSET = 20
+#: Above this the weights go to an external data file next to the graph (protobuf's 2 GiB cap).
+EXTERNAL_DATA_BYTES = 1 << 30
+
+
+def _param_bytes(module: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
+def custom_translations() -> dict[Any, Any]:
+    """Translations for difforge's custom torch ops, if the plugins package provides them."""
+    try:
+        from difforge.plugins import onnx_ops
+    except ImportError:
+        return {}
+    return dict(getattr(onnx_ops, "CUSTOM_TRANSLATION_TABLE", {}))
+
+
+def export_component(
+    component: Component,
+    path: Path,
+    opset: int = DEFAULT_OPSET,
+    extra_kwargs: dict[str, Any] | None = None,
+) -> Path:
+    """Export one component to ``path`` (a ``model.onnx``); returns the path."""
+    spec = component.spec
+    sample = spec.sample_inputs(spec.profile("opt"))
+    names = [t.name for t in spec.inputs]
+    args = tuple(sample[n] for n in names)
+    external = _param_bytes(component.module) > EXTERNAL_DATA_BYTES
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            component.module,
+            args,
+            dynamo=True,
+            opset_version=opset,
+            input_names=names,
+            output_names=[t.name for t in spec.outputs],
+            dynamic_shapes=spec.dynamic_shapes(),
+            custom_translation_table=custom_translations() or None,
+            verbose=False,
+            **(extra_kwargs or {}),
+        )
+        assert program is not None  # dynamo=True always returns an ONNXProgram
+        program.save(str(path), external_data=external)
+    _attach_plugin_functions(path)
+    return path
+
+
+def _attach_plugin_functions(path: Path) -> None:
+    """Give difforge custom-op nodes their standard-op fallback bodies (if any are used)."""
+    try:
+        from difforge.plugins import onnx_ops
+    except ImportError:
+        return
+    attach = getattr(onnx_ops, "attach_fallback_functions", None)
+    if attach is None:
+        return
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    if not any(node.domain == "difforge" for node in model.graph.node):
+        return
+    onnx.save(attach(model), str(path))

@@ -1,0 +1,133 @@
+"""Load a diffusers pipeline folder (or a single-model folder) from disk, offline."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from difforge.errors import DifforgeError
+from difforge.export.sources.base import Resolution, SourceModel
+from difforge.runtime.schedulers import DIFFUSERS_NAMES
+
+PIPELINES = {
+    "StableDiffusionPipeline": "text-to-image",
+    "DiTPipeline": "class-to-image",
+}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DifforgeError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise DifforgeError(f"{path} does not hold a JSON object")
+    return data
+
+
+def _scheduler(folder: Path) -> tuple[str, dict[str, Any]]:
+    path = folder / "scheduler" / "scheduler_config.json"
+    if not path.is_file():
+        raise DifforgeError(f"{folder} has no scheduler/scheduler_config.json")
+    config = _read_json(path)
+    cls = config.get("_class_name", "")
+    name = DIFFUSERS_NAMES.get(cls)
+    if name is None:
+        # Any DDPM-family scheduler shares DDIM's noise schedule; sample with DDIM instead.
+        if "beta_schedule" in config:
+            return "ddim", {**config, "_class_name": "DDIMScheduler"}
+        raise DifforgeError(f"scheduler {cls} in {path} is not supported")
+    return name, config
+
+
+def _load(cls: Any, folder: Path, what: str) -> Any:
+    if not folder.is_dir():
+        raise DifforgeError(f"missing {what} folder: {folder}")
+    try:
+        return cls.from_pretrained(str(folder), local_files_only=True).eval()
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DifforgeError(f"cannot load {what} from {folder}: {first}") from None
+
+
+def load_folder(path: Path) -> SourceModel:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not path.exists():
+        raise DifforgeError(f"model path does not exist: {path}")
+    if not path.is_dir():
+        raise DifforgeError(f"model path is not a folder: {path}")
+    index = path / "model_index.json"
+    if not index.is_file():
+        if (path / "config.json").is_file():
+            raise DifforgeError(
+                f"{path} is a single-model folder; export needs a pipeline folder with "
+                "model_index.json (denoiser, VAE and, for text-to-image, text encoder)"
+            )
+        raise DifforgeError(f"{path} is not a diffusers folder (no model_index.json)")
+    meta = _read_json(index)
+    cls_name = str(meta.get("_class_name", ""))
+    kind = PIPELINES.get(cls_name)
+    if kind is None:
+        known = ", ".join(sorted(PIPELINES))
+        raise DifforgeError(
+            f"pipeline {cls_name or '?'} in {path} is not supported (known: {known})"
+        )
+
+    from diffusers import AutoencoderKL
+
+    vae = _load(AutoencoderKL, path / "vae", "vae")
+    scale = int(2 ** (len(vae.config.block_out_channels) - 1))
+    sched_name, sched_config = _scheduler(path)
+    description = {
+        "type": "diffusers",
+        "path": str(path.resolve()),
+        "pipeline": cls_name,
+        "random_weights": False,
+    }
+    if kind == "text-to-image":
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        unet = _load(UNet2DConditionModel, path / "unet", "unet")
+        text_encoder = _load(CLIPTextModel, path / "text_encoder", "text_encoder")
+        tok = path / "tokenizer"
+        if not (tok / "vocab.json").is_file() or not (tok / "merges.txt").is_file():
+            raise DifforgeError(f"{tok} needs vocab.json and merges.txt (a CLIP tokenizer)")
+        factor = scale * 2 ** (len(unet.config.block_out_channels) - 1)
+        native = int(unet.config.sample_size) * scale
+        return SourceModel(
+            name=path.name,
+            kind=kind,
+            denoiser=unet,
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer_dir=tok,
+            scheduler_name=sched_name,
+            scheduler_config=sched_config,
+            resolution=Resolution(
+                min=max(factor, native // 2), default=native, max=native * 2, multiple=factor
+            ),
+            description=description,
+        )
+    from diffusers import DiTTransformer2DModel
+
+    transformer = _load(DiTTransformer2DModel, path / "transformer", "transformer")
+    factor = scale * int(transformer.config.patch_size)
+    native = int(transformer.config.sample_size) * scale
+    return SourceModel(
+        name=path.name,
+        kind=kind,
+        denoiser=transformer,
+        vae=vae,
+        text_encoder=None,
+        tokenizer_dir=None,
+        scheduler_name=sched_name,
+        scheduler_config=sched_config,
+        resolution=Resolution(min=native, default=native, max=native, multiple=factor),
+        description=description,
+        default_guidance=4.0,
+        num_classes=int(transformer.config.num_embeds_ada_norm or 1000),
+        null_class=int(transformer.config.num_embeds_ada_norm or 1000),
+    )

@@ -1,0 +1,73 @@
+"""A readable, plain-text view of a manifest for ``difforge info``."""
+
+from __future__ import annotations
+
+from difforge.runtime.manifest import Manifest
+
+
+def _shape(dims: list[int | str]) -> str:
+    return "[" + ", ".join(str(d) for d in dims) + "]"
+
+
+def describe(m: Manifest) -> str:
+    lines: list[str] = []
+    src = m.source
+    name = src.get("name") or src.get("path", "?")
+    lines.append(f"difforge artifact ({m.stage}), format {m.format_version}, created {m.created}")
+    lines.append(f"source: {src.get('type', '?')} {name}")
+    if src.get("random_weights"):
+        lines.append(f"  WEIGHTS ARE RANDOM: {src.get('weights', '')}")
+    pipe = m.pipeline
+    res = pipe["resolution"]
+    lines.append(
+        f"pipeline: {pipe['type']}; resolution {res['min']}..{res['max']} px "
+        f"(multiple of {res['multiple']}, default {res['default']})"
+    )
+    lines.append(
+        f"sampler: {m.scheduler['name']}, default {m.scheduler.get('default_steps')} steps, "
+        f"guidance {pipe.get('default_guidance')}"
+    )
+    lines.append(f"precision: {m.precision}")
+    if m.engine:
+        sess = m.engine.get("session", {})
+        lines.append(
+            f"engine: {m.engine['backend']} {m.engine.get('providers')}, "
+            f"threads {sess.get('intra_op_num_threads', 0) or 'all'}, "
+            f"graph optimisation {sess.get('graph_optimization_level')}"
+        )
+    else:
+        lines.append("engine: none (an export folder; `difforge build` makes an engine)")
+    lines.append("components:")
+    for role, c in m.components.items():
+        lines.append(f"  {role}: {c.file}")
+        for t in c.inputs:
+            lines.append(f"    in  {t.name:<22} {t.dtype:<8} {_shape(t.shape)}")
+        for t in c.outputs:
+            lines.append(f"    out {t.name:<22} {t.dtype:<8} {_shape(t.shape)}")
+        axes = ", ".join(f"{k} {v[0]}/{v[1]}/{v[2]}" for k, v in c.axes.items())
+        lines.append(f"    axes (min/opt/max): {axes}")
+        if c.verification:
+            worst = max(v["max_rel"] for v in c.verification)
+            lines.append(f"    verified vs PyTorch at min/opt/max: max rel error {worst:.1e}")
+        if m.engine and role in m.engine.get("passes", {}):
+            p = m.engine["passes"][role]
+            fused = ", ".join(f"{v} {k}" for k, v in p.get("fusions", {}).items()) or "none"
+            lines.append(
+                f"    passes: {', '.join(p.get('passes', [])) or 'none'}; fusions: {fused}"
+            )
+    if m.patches:
+        lines.append("patches:")
+        for p in m.patches:
+            lines.append(
+                f"  {p.get('name')}: {p.get('count')} modules replaced; options {p.get('options')}"
+            )
+    else:
+        lines.append("patches: none")
+    if m.step_plan:
+        lines.append("step plan:")
+        for key, value in m.step_plan.items():
+            lines.append(f"  {key}: {value}")
+    lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in m.versions.items()))
+    total = sum(f["bytes"] for f in m.files.values())
+    lines.append(f"files: {len(m.files)} ({total / 1e6:.1f} MB), sha256 checked")
+    return "\n".join(lines)

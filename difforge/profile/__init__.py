@@ -1,0 +1,1 @@
+"""difforge.profile."""

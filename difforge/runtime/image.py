@@ -1,0 +1,44 @@
+"""Writing images: PNG files and class/prompt grids, always via a temporary file and rename."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from difforge.errors import DifforgeError
+
+
+def grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
+    """Tile (N, H, W, 3) images into one (rows·H, cols·W, 3) image."""
+    n, h, w, c = images.shape
+    cols = columns or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    out = np.zeros((rows * h, cols * w, c), dtype=images.dtype)
+    for i, img in enumerate(images):
+        r, col = divmod(i, cols)
+        out[r * h : (r + 1) * h, col * w : (col + 1) * w] = img
+    return out
+
+
+def save_png(image: np.ndarray, path: str | Path) -> Path:
+    """Save a (H, W, 3) uint8 image; a half-written file never appears at ``path``."""
+    from PIL import Image
+
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise DifforgeError(f"cannot write {target}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise DifforgeError(f"cannot write {target}: folder {parent} is not writable")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            Image.fromarray(image).save(fh, format="PNG")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target

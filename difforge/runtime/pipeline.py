@@ -1,0 +1,220 @@
+"""The torch-free generation loop: conditioning, the sampler loop, decoding.
+
+It follows the diffusers pipelines step for step (classifier-free guidance order, scaling,
+post-processing), so that the same latents give the same image; the tests hold it to that.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from difforge.errors import DifforgeError
+from difforge.runtime.manifest import Manifest
+from difforge.runtime.runners.base import Runner
+from difforge.runtime.schedulers import FAMILY, Scheduler, create_scheduler
+from difforge.runtime.tokenizer import CLIPTokenizer
+
+StepCallback = Callable[[int, int], None]
+
+
+@dataclass
+class GenerateRequest:
+    """What to generate. ``prompt`` for text-to-image artifacts, ``class_label`` for class ones."""
+
+    prompt: str | list[str] = ""
+    negative_prompt: str = ""
+    class_label: int | list[int] = 0
+    steps: int | None = None
+    guidance_scale: float | None = None
+    seed: int = 0
+    height: int | None = None
+    width: int | None = None
+    scheduler: str | None = None
+    #: Explicit initial noise (N, C, h, w); by default drawn from ``seed``.
+    latents: np.ndarray | None = None
+
+
+@dataclass
+class GenerateResult:
+    images: np.ndarray  # uint8, (N, H, W, 3)
+    timings: dict[str, float]
+    step_seconds: list[float] = field(default_factory=list)
+    request: dict[str, Any] = field(default_factory=dict)
+
+
+class Pipeline:
+    """Generates images from a loaded artifact; one runner per component role."""
+
+    def __init__(self, root: Path, manifest: Manifest, runners: dict[str, Runner]) -> None:
+        self.root = root
+        self.manifest = manifest
+        self.runners = runners
+        self.kind = manifest.pipeline["type"]
+        self.tokenizer: CLIPTokenizer | None = None
+        if self.kind == "text-to-image":
+            tok = manifest.tokenizer or {}
+            self.tokenizer = CLIPTokenizer(
+                root / tok["vocab"], root / tok["merges"], int(tok.get("max_length", 77))
+            )
+
+    # -- request checking -------------------------------------------------------------
+    def resolve(self, request: GenerateRequest) -> GenerateRequest:
+        """Fill defaults from the manifest and refuse what the artifact cannot do."""
+        pipe = self.manifest.pipeline
+        res = pipe["resolution"]
+        height = request.height or res["default"]
+        width = request.width or res["default"]
+        for label, size in (("height", height), ("width", width)):
+            if not res["min"] <= size <= res["max"]:
+                raise DifforgeError(
+                    f"{label} {size} is outside this artifact's range "
+                    f"[{res['min']}, {res['max']}] (rebuild with a wider --resolution range)"
+                )
+            if size % res["multiple"]:
+                raise DifforgeError(
+                    f"{label} {size} is not a multiple of {res['multiple']} (the model's factor)"
+                )
+        scheduler = request.scheduler or self.manifest.scheduler["name"]
+        if FAMILY.get(scheduler) != FAMILY.get(self.manifest.scheduler["name"]):
+            raise DifforgeError(
+                f"scheduler '{scheduler}' does not fit this model, which was trained for "
+                f"'{self.manifest.scheduler['name']}'-family sampling"
+            )
+        steps = request.steps or int(self.manifest.scheduler.get("default_steps", 20))
+        guidance = (
+            request.guidance_scale
+            if request.guidance_scale is not None
+            else float(pipe.get("default_guidance", 1.0))
+        )
+        return GenerateRequest(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            class_label=request.class_label,
+            steps=steps,
+            guidance_scale=guidance,
+            seed=request.seed,
+            height=height,
+            width=width,
+            scheduler=scheduler,
+            latents=request.latents,
+        )
+
+    # -- stages -----------------------------------------------------------------------
+    def _conditioning(self, req: GenerateRequest, batch: int, cfg: bool) -> dict[str, np.ndarray]:
+        if self.kind == "text-to-image":
+            assert self.tokenizer is not None  # set in __init__ for this kind
+            prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
+            if len(prompts) == 1 and batch > 1:
+                prompts = prompts * batch
+            texts = ([req.negative_prompt] * len(prompts) if cfg else []) + prompts
+            ids = self.tokenizer(texts)
+            out = self.runners["text_encoder"].infer({"input_ids": ids})
+            return {"encoder_hidden_states": out["last_hidden_state"]}
+        labels = [req.class_label] if isinstance(req.class_label, int) else list(req.class_label)
+        num_classes = int(self.manifest.pipeline["num_classes"])
+        for label in labels:
+            if not 0 <= label < num_classes:
+                raise DifforgeError(f"class label {label} is outside [0, {num_classes - 1}]")
+        null = [int(self.manifest.pipeline["null_class"])] * len(labels)
+        # DiT order: conditional half first, then the null class.
+        return {"class_labels": np.asarray(labels + (null if cfg else []), dtype=np.int64)}
+
+    def _batch_size(self, req: GenerateRequest) -> int:
+        if req.latents is not None:
+            return int(req.latents.shape[0])
+        if self.kind == "text-to-image":
+            return 1 if isinstance(req.prompt, str) else len(req.prompt)
+        return 1 if isinstance(req.class_label, int) else len(req.class_label)
+
+    def _initial_latents(self, req: GenerateRequest, batch: int, sched: Scheduler) -> np.ndarray:
+        pipe = self.manifest.pipeline
+        assert req.height is not None and req.width is not None
+        shape = (
+            batch,
+            int(pipe["latent_channels"]),
+            req.height // int(pipe["vae_scale_factor"]),
+            req.width // int(pipe["vae_scale_factor"]),
+        )
+        if req.latents is not None:
+            if tuple(req.latents.shape) != shape:
+                raise DifforgeError(f"latents have shape {req.latents.shape}, expected {shape}")
+            latents = req.latents.astype(np.float32)
+        else:
+            latents = np.random.default_rng(req.seed).standard_normal(shape, dtype=np.float32)
+        return (latents * np.float32(sched.init_noise_sigma)).astype(np.float32)
+
+    def __call__(
+        self, request: GenerateRequest, callback: StepCallback | None = None
+    ) -> GenerateResult:
+        start = time.perf_counter()
+        req = self.resolve(request)
+        assert req.steps is not None and req.guidance_scale is not None and req.scheduler
+        timings: dict[str, float] = {}
+        sched = create_scheduler(req.scheduler, self.manifest.scheduler["config"], req.steps)
+        cfg = req.guidance_scale > 1.0
+        batch = self._batch_size(req)
+
+        t0 = time.perf_counter()
+        cond = self._conditioning(req, batch, cfg)
+        timings["conditioning"] = time.perf_counter() - t0
+
+        latents = self._initial_latents(req, batch, sched)
+        rng = np.random.default_rng([req.seed, 1]) if sched.stochastic else None
+        denoiser = self.runners["denoiser"]
+        step_seconds: list[float] = []
+        loop_start = time.perf_counter()
+        for i, t in enumerate(sched.timesteps):
+            model_in = np.concatenate([latents, latents]) if cfg else latents
+            model_in = sched.scale_model_input(model_in, i)
+            feeds = {
+                "sample": model_in,
+                "timestep": np.full((model_in.shape[0],), t, dtype=np.float32),
+                **cond,
+            }
+            s0 = time.perf_counter()
+            eps = denoiser.infer(feeds)["noise_pred"]
+            step_seconds.append(time.perf_counter() - s0)
+            if cfg:
+                first, second = np.split(eps, 2)
+                if self.kind == "text-to-image":  # [uncond, text]
+                    eps = first + req.guidance_scale * (second - first)
+                else:  # [cond, null]
+                    eps = second + req.guidance_scale * (first - second)
+            latents = sched.step(eps.astype(np.float32), i, latents, rng)
+            if callback is not None:
+                callback(i + 1, len(sched.timesteps))
+        loop = time.perf_counter() - loop_start
+        timings["denoiser"] = sum(step_seconds)
+        timings["scheduler_and_host"] = loop - timings["denoiser"]
+
+        t0 = time.perf_counter()
+        decoded = self.runners["vae_decoder"].infer({"latent": latents})["image"]
+        timings["vae_decoder"] = time.perf_counter() - t0
+        images = postprocess(decoded)
+        timings["total"] = time.perf_counter() - start
+        return GenerateResult(
+            images=images,
+            timings=timings,
+            step_seconds=step_seconds,
+            request={
+                "steps": req.steps,
+                "guidance_scale": req.guidance_scale,
+                "seed": req.seed,
+                "height": req.height,
+                "width": req.width,
+                "scheduler": req.scheduler,
+                "batch": batch,
+            },
+        )
+
+
+def postprocess(decoded: np.ndarray) -> np.ndarray:
+    """[-1, 1] NCHW floats to uint8 NHWC, rounded as diffusers' image processor does."""
+    images = np.clip(decoded / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
+    return (images * 255).round().astype(np.uint8)

@@ -1,0 +1,1 @@
+"""Engine runners: one interface (``Runner.infer``), one subclass per backend."""

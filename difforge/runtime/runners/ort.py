@@ -1,0 +1,83 @@
+"""ONNX Runtime runner: the only place the runtime touches onnxruntime's session API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from difforge.errors import DifforgeError
+from difforge.runtime.manifest import ComponentEntry
+from difforge.runtime.runners.base import Runner
+
+_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "layout": "ORT_ENABLE_LAYOUT",
+    "all": "ORT_ENABLE_ALL",
+}
+
+
+def session_options(settings: dict[str, Any]) -> Any:
+    """ONNX Runtime session options from the settings a manifest records."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    level = settings.get("graph_optimization_level", "all")
+    level_name = _LEVELS.get(level, "ORT_ENABLE_ALL")
+    if not hasattr(ort.GraphOptimizationLevel, level_name):
+        level_name = "ORT_ENABLE_ALL"
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level_name)
+    opts.intra_op_num_threads = int(settings.get("intra_op_num_threads", 0))
+    opts.inter_op_num_threads = int(settings.get("inter_op_num_threads", 1))
+    opts.enable_cpu_mem_arena = bool(settings.get("enable_cpu_mem_arena", True))
+    opts.enable_mem_pattern = bool(settings.get("enable_mem_pattern", True))
+    opts.log_severity_level = 3
+    if settings.get("profile_prefix"):
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(settings["profile_prefix"])
+    return opts
+
+
+class OrtRunner(Runner):
+    """Runs an ONNX file with an ONNX Runtime session built from recorded settings."""
+
+    def __init__(
+        self,
+        name: str,
+        spec: ComponentEntry,
+        path: Path,
+        settings: dict[str, Any] | None = None,
+        providers: list[str] | None = None,
+    ) -> None:
+        super().__init__(name, spec)
+        self.path = path
+        self.settings = dict(settings or {})
+        self.providers = providers or ["CPUExecutionProvider"]
+        self.session: Any = None
+
+    def _activate(self) -> None:
+        import onnxruntime as ort
+
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path),
+                sess_options=session_options(self.settings),
+                providers=self.providers,
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DifforgeError(f"cannot load {self.path.name} ({self.name}): {first}") from exc
+        self._output_names = [o.name for o in self.session.get_outputs()]
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = self.session.run(self._output_names, feeds)
+        return dict(zip(self._output_names, outputs, strict=True))
+
+    def end_profiling(self) -> str | None:
+        """Stop ONNX Runtime's profiler, returning its JSON trace path if profiling was on."""
+        if self.session is None or not self.settings.get("profile_prefix"):
+            return None
+        return str(self.session.end_profiling())

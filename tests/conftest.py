@@ -1,0 +1,33 @@
+"""Shared fixtures: small artifacts compiled once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from difforge import ExportConfig, export
+
+    out = tmp_path_factory.mktemp("tiny-sd") / "export"
+    return export(ExportConfig(output=out, preset="tiny-sd"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_artifact(tiny_sd_export: Path) -> Path:
+    from difforge import BuildConfig, build
+
+    return build(BuildConfig(source=tiny_sd_export, output=tiny_sd_export.parent / "built"))
+
+
+@pytest.fixture(scope="session")
+def tiny_dit_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from difforge import CompileConfig, ExportConfig, compile
+
+    out = tmp_path_factory.mktemp("tiny-dit") / "built"
+    return compile(CompileConfig(export=ExportConfig(output=out, preset="tiny-dit")))
