@@ -36,8 +36,11 @@ def staged_folder(target: Path, force: bool = False) -> Iterator[Path]:
     staging folder is removed and ``target`` is left as it was.
     """
     check_target(target, force)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{PARTIAL}", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{PARTIAL}", dir=target.parent))
+    except OSError as exc:
+        raise DifforgeError(f"cannot write {target}: {exc.strerror or exc}") from None
     # mkdtemp makes the folder private; the artifact should get the usual permissions.
     umask = os.umask(0)
     os.umask(umask)

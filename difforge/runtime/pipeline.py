@@ -17,7 +17,7 @@ import numpy as np
 from difforge.errors import DifforgeError
 from difforge.runtime.manifest import Manifest
 from difforge.runtime.runners.base import Runner
-from difforge.runtime.schedulers import FAMILY, Scheduler, create_scheduler
+from difforge.runtime.schedulers import FAMILY, SCHEDULERS, Scheduler, create_scheduler
 from difforge.runtime.tokenizer import CLIPTokenizer
 
 StepCallback = Callable[[int, int], None]
@@ -68,8 +68,8 @@ class Pipeline:
         """Fill defaults from the manifest and refuse what the artifact cannot do."""
         pipe = self.manifest.pipeline
         res = pipe["resolution"]
-        height = request.height or res["default"]
-        width = request.width or res["default"]
+        height = request.height if request.height is not None else res["default"]
+        width = request.width if request.width is not None else res["default"]
         for label, size in (("height", height), ("width", width)):
             if not res["min"] <= size <= res["max"]:
                 raise DifforgeError(
@@ -81,12 +81,19 @@ class Pipeline:
                     f"{label} {size} is not a multiple of {res['multiple']} (the model's factor)"
                 )
         scheduler = request.scheduler or self.manifest.scheduler["name"]
+        if scheduler not in SCHEDULERS:
+            known = ", ".join(sorted(SCHEDULERS))
+            raise DifforgeError(f"unknown scheduler '{scheduler}' (known: {known})")
         if FAMILY.get(scheduler) != FAMILY.get(self.manifest.scheduler["name"]):
             raise DifforgeError(
                 f"scheduler '{scheduler}' does not fit this model, which was trained for "
                 f"'{self.manifest.scheduler['name']}'-family sampling"
             )
-        steps = request.steps or int(self.manifest.scheduler.get("default_steps", 20))
+        steps = request.steps
+        if steps is None:
+            steps = int(self.manifest.scheduler.get("default_steps", 20))
+        if steps < 1:
+            raise DifforgeError(f"--steps must be at least 1, got {steps}")
         guidance = (
             request.guidance_scale
             if request.guidance_scale is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,28 @@ def _load(cls: Any, folder: Path, what: str) -> Any:
         raise DifforgeError(f"cannot load {what} from {folder}: {first}") from None
 
 
+def _clip_tokenizer_files(tok: Path) -> Path:
+    """A folder with CLIP's vocab.json and merges.txt, the files the runtime tokenizer reads.
+
+    transformers 5 saves only ``tokenizer.json``; the BPE vocabulary and merges inside it are
+    written out as the classic pair.
+    """
+    if (tok / "vocab.json").is_file() and (tok / "merges.txt").is_file():
+        return tok
+    if not (tok / "tokenizer.json").is_file():
+        raise DifforgeError(
+            f"{tok} holds no CLIP tokenizer (vocab.json + merges.txt or tokenizer.json)"
+        )
+    model = _read_json(tok / "tokenizer.json").get("model", {})
+    if model.get("type") != "BPE" or "vocab" not in model:
+        raise DifforgeError(f"{tok / 'tokenizer.json'} is not a BPE (CLIP) tokenizer")
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    out = Path(tempfile.mkdtemp(prefix="difforge-tokenizer-"))
+    (out / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False), "utf-8")
+    (out / "merges.txt").write_text("\n".join(["#version: 0.2", *merges]) + "\n", "utf-8")
+    return out
+
+
 def load_folder(path: Path) -> SourceModel:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not path.exists():
@@ -92,9 +115,7 @@ def load_folder(path: Path) -> SourceModel:
 
         unet = _load(UNet2DConditionModel, path / "unet", "unet")
         text_encoder = _load(CLIPTextModel, path / "text_encoder", "text_encoder")
-        tok = path / "tokenizer"
-        if not (tok / "vocab.json").is_file() or not (tok / "merges.txt").is_file():
-            raise DifforgeError(f"{tok} needs vocab.json and merges.txt (a CLIP tokenizer)")
+        tok = _clip_tokenizer_files(path / "tokenizer")
         factor = scale * 2 ** (len(unet.config.block_out_channels) - 1)
         native = int(unet.config.sample_size) * scale
         return SourceModel(

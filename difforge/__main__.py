@@ -1,0 +1,5 @@
+"""``python -m difforge``."""
+
+from difforge.cli import main
+
+main()

@@ -1,0 +1,44 @@
+"""The runtime never imports torch, diffusers or transformers, even through a full run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HEAVY = ("torch", "diffusers", "transformers", "onnx", "onnxscript")
+
+
+def _python(code: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_import_runtime_is_light() -> None:
+    out = _python(
+        f"import sys, difforge.runtime, difforge; print([m for m in {HEAVY!r} if m in sys.modules])"
+    )
+    assert out == "[]"
+
+
+@pytest.mark.slow
+def test_full_run_stays_torch_free(tiny_sd_artifact: Path, tmp_path: Path) -> None:
+    png = tmp_path / "x.png"
+    code = f"""
+import sys, json
+from difforge.cli import main
+sys.argv = ["difforge", "run", {str(tiny_sd_artifact)!r}, "--prompt", "a cat", "--steps", "3",
+            "--out", {str(png)!r}, "-q"]
+try:
+    main()
+except SystemExit as exc:
+    assert not exc.code, exc.code
+print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))
+"""
+    assert json.loads(_python(code)) == []
+    assert png.stat().st_size > 0
