@@ -9,6 +9,18 @@ def _shape(dims: list[int | str]) -> str:
     return "[" + ", ".join(str(d) for d in dims) + "]"
 
 
+def _runs(schedule: list[str]) -> str:
+    """['a', 'a', 'b'] -> 'a ×2, b ×1' (consecutive runs)."""
+    out: list[str] = []
+    for name in schedule:
+        if out and out[-1].rsplit(" ×", 1)[0] == name:
+            head, count = out[-1].rsplit(" ×", 1)
+            out[-1] = f"{head} ×{int(count) + 1}"
+        else:
+            out.append(f"{name} ×1")
+    return ", ".join(out)
+
+
 def describe(m: Manifest) -> str:
     lines: list[str] = []
     src = m.source
@@ -64,9 +76,21 @@ def describe(m: Manifest) -> str:
     else:
         lines.append("patches: none")
     if m.step_plan:
+        from difforge.runtime.step_plan import StepPlan
+
+        plan = StepPlan.from_manifest(m.step_plan)
         lines.append("step plan:")
-        for key, value in m.step_plan.items():
-            lines.append(f"  {key}: {value}")
+        lines.append("  variants: " + ", ".join(f"{k} -> {v}" for k, v in plan.variants.items()))
+        for rule in plan.rules:
+            lines.append(f"  {rule['variant']}: steps [{rule.get('from', 0)}·N, {rule['to']}·N)")
+        for steps in (20, 50):
+            lines.append(f"  at {steps} steps: {_runs(plan.schedule(steps))}")
+        for name, spec in plan.inputs.items():
+            lines.append(
+                f"  input {name}: per-step table '{spec['generator']}', seed {spec['seed']}"
+            )
+        if plan.guidance:
+            lines.append(f"  guidance: {plan.guidance}")
     lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in m.versions.items()))
     total = sum(f["bytes"] for f in m.files.values())
     lines.append(f"files: {len(m.files)} ({total / 1e6:.1f} MB), sha256 checked")

@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import torch
 
+from difforge.errors import DifforgeError
 from difforge.export.sources.base import SourceModel
 from difforge.export.specs import Axis, ComponentSpec, Tensor
 
@@ -26,14 +27,28 @@ class TextEncoder(torch.nn.Module):
 
 
 class UNetDenoiser(torch.nn.Module):
-    def __init__(self, unet: torch.nn.Module) -> None:
+    """A diffusers U-Net; patches' extra per-step inputs reach it as attention kwargs."""
+
+    def __init__(self, unet: torch.nn.Module, extra: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.unet = unet
+        self.extra = extra
 
     def forward(
-        self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        *extra: torch.Tensor,
     ) -> torch.Tensor:
-        return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
+        kwargs = dict(zip(self.extra, extra, strict=True)) or None
+        return self.unet(
+            sample,
+            timestep,
+            encoder_hidden_states,
+            cross_attention_kwargs=kwargs,
+            return_dict=False,
+        )[0]
 
 
 class DiTDenoiser(torch.nn.Module):
@@ -76,8 +91,22 @@ def _latent_axes(source: SourceModel) -> tuple[Axis, Axis]:
     return axis, axis
 
 
-def components_for(source: SourceModel, max_batch: int = 2) -> dict[str, Component]:
-    """Every component of ``source`` with its spec; batch ranges allow for CFG's doubling."""
+def components_for(
+    source: SourceModel, max_batch: int = 2, extra_inputs: list[Any] | None = None
+) -> dict[str, Component]:
+    """Every component of ``source`` with its spec; batch ranges allow for CFG's doubling.
+
+    ``extra_inputs`` (patches' ``ExtraInputSpec``) become additional denoiser inputs of fixed
+    shape, passed to the U-Net as ``cross_attention_kwargs``.
+    """
+    extras = list(extra_inputs or [])
+    extra_tensors = tuple(
+        Tensor(e.name, e.dtype, tuple(e.shape), ("int", 4) if e.dtype == "int64" else "normal")
+        for e in extras
+    )
+    if extras and source.kind != "text-to-image":
+        names = ", ".join(e.name for e in extras)
+        raise DifforgeError(f"per-step inputs ({names}) are supported on U-Net models only")
     height, width = _latent_axes(source)
     cfg_batch = Axis(1, 2, 2 * max_batch)
     image_batch = Axis(1, 1, max_batch)
@@ -107,11 +136,12 @@ def components_for(source: SourceModel, max_batch: int = 2) -> dict[str, Compone
                     latent,
                     Tensor("timestep", "float32", ("batch",), "timestep"),
                     Tensor("encoder_hidden_states", "float32", ("batch", seq, ctx_dim)),
+                    *extra_tensors,
                 ),
                 outputs=(Tensor("noise_pred", "float32", ("batch", channels, "height", "width")),),
                 axes={"batch": cfg_batch, "height": height, "width": width},
             ),
-            UNetDenoiser(source.denoiser),
+            UNetDenoiser(source.denoiser, tuple(e.name for e in extras)),
         )
     else:
         out["denoiser"] = Component(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +12,14 @@ from difforge._fs import check_target, staged_folder
 from difforge._progress import Reporter, SilentReporter
 from difforge.config import ExportConfig, ResolutionRange
 from difforge.errors import DifforgeError
-from difforge.export.components import components_for
+from difforge.export.components import Component, components_for
 from difforge.export.onnx_export import export_component
+from difforge.export.shared_weights import share_weights
 from difforge.export.sources import SourceModel, load_source
 from difforge.export.sources.base import Resolution
 from difforge.export.verify import verify_component
 from difforge.runtime.manifest import ComponentEntry, Manifest, write_manifest
+from difforge.runtime.step_plan import StepPlan
 from difforge.versions import library_versions
 
 
@@ -42,16 +44,54 @@ def resolve_resolution(base: Resolution, wanted: ResolutionRange) -> Resolution:
     return Resolution(min=lo, default=default, max=hi, multiple=m)
 
 
-def _apply_patches(source: SourceModel, requests: list[str]) -> list[dict[str, Any]]:
+@dataclass
+class AppliedPatches:
+    reports: list[Any] = field(default_factory=list)
+    #: The one patch (if any) whose behaviour changes with the step: exported per variant.
+    stepped: Any = None
+
+    def extra_inputs(self) -> list[Any]:
+        return [spec for r in self.reports for spec in r.extra_inputs.values()]
+
+
+def _create_patches(requests: list[str]) -> list[Any]:
+    """Parse and validate every --patch before any model is loaded."""
     if not requests:
         return []
-    try:
-        from difforge.export import patches
-    except ImportError as exc:  # pragma: no cover - the registry ships with the package
-        raise DifforgeError(f"patches are not available: {exc}") from None
-    parsed = [patches.parse_patch_arg(text) for text in requests]
-    reports = patches.apply_patches(source.denoiser, parsed)
-    return [r.to_dict() for r in reports]
+    from difforge.export import patches
+
+    return [patches.create_patch(patches.parse_patch_arg(text)) for text in requests]
+
+
+def _apply_patches(source: SourceModel, created: list[Any]) -> AppliedPatches:
+    if not created:
+        return AppliedPatches()
+    stepped = [p for p in created if len(getattr(p, "variants", lambda: [])()) > 1]
+    if len(stepped) > 1:
+        names = ", ".join(p.name for p in stepped)
+        raise DifforgeError(f"only one step-dependent patch per model is supported (got {names})")
+    reports = [p.apply(source.denoiser) for p in created]
+    return AppliedPatches(reports=reports, stepped=stepped[0] if stepped else None)
+
+
+def _step_plan(applied: AppliedPatches, variant_keys: dict[str, str], seed: int) -> StepPlan | None:
+    inputs = {
+        spec.name: {
+            "generator": spec.generator,
+            "seed": seed,
+            "dtype": spec.dtype,
+            "shape": list(spec.shape),
+        }
+        for spec in applied.extra_inputs()
+    }
+    if applied.stepped is None and not inputs:
+        return None
+    plan = StepPlan(variants=variant_keys, inputs=inputs)
+    if applied.stepped is not None:
+        plan.rules = list(applied.stepped.step_rules())
+        guidance = getattr(applied.stepped, "guidance", lambda: None)()
+        plan.guidance = guidance or None
+    return plan
 
 
 def export(config: ExportConfig, reporter: Reporter | None = None) -> Path:
@@ -60,31 +100,46 @@ def export(config: ExportConfig, reporter: Reporter | None = None) -> Path:
     if config.max_batch < 1:
         raise DifforgeError(f"--max-batch must be at least 1, got {config.max_batch}")
     check_target(config.output, config.force)
+    created = _create_patches(config.patches)
     with rep.task(f"load {config.preset or config.model}"):
         source = load_source(config.preset, config.model, config.seed)
     source = replace(source, resolution=resolve_resolution(source.resolution, config.resolution))
     if source.random_weights:
         rep.note(f"{source.name}: {source.description['weights']}")
-    patch_reports = _apply_patches(source, config.patches)
-    for report in patch_reports:
-        rep.note(f"patch {report['name']}: replaced {report['count']} modules")
-    components = components_for(source, config.max_batch)
+    applied = _apply_patches(source, created)
+    for report in applied.reports:
+        rep.note(f"patch {report.patch}: replaced {report.count} modules")
+        for note in report.notes:
+            rep.note(f"  {note}")
+    components = components_for(source, config.max_batch, applied.extra_inputs())
     entries: dict[str, ComponentEntry] = {}
+    variants = applied.stepped.variants() if applied.stepped is not None else ["base"]
+    variant_keys: dict[str, str] = {}
     with staged_folder(config.output, config.force) as staging:
         for role, component in components.items():
-            rel = f"{role}/model.onnx"
-            with rep.task(f"export {role}"):
-                export_component(component, staging / rel, config.opset)
-            checks: list[dict[str, Any]] = []
-            if config.verify:
-                with rep.task(f"verify {role} on ONNX Runtime at min/opt/max shapes"):
-                    checks = verify_component(component, staging / rel)
-                worst = max(c["max_rel"] for c in checks)
+            stepped = role == "denoiser" and applied.stepped is not None
+            graphs: list[Path] = []
+            for index, variant in enumerate(variants if stepped else ["base"]):
+                key, rel = role, f"{role}/model.onnx"
+                if stepped:
+                    applied.stepped.set_variant(variant)
+                    if index:
+                        key, rel = f"{role}@{variant}", f"{role}/model@{variant}.onnx"
+                    variant_keys[variant] = key
+                label = f"{role} ({variant})" if stepped else role
+                with rep.task(f"export {label}"):
+                    export_component(component, staging / rel, config.opset)
+                checks = _verify(component, staging / rel, label, config.verify, rep)
+                entries[key] = component.spec.manifest_entry(rel, checks)
+                graphs.append(staging / rel)
+            if stepped:
+                applied.stepped.set_variant(variants[0])
+                sizes = share_weights(graphs)
                 rep.note(
-                    f"{role}: max relative error {worst:.1e} "
-                    f"(tolerance {component.spec.tolerance:.0e})"
+                    f"{len(graphs)} denoiser variants share one weight file "
+                    f"({sizes['stored_bytes'] / 1e6:.1f} MB stored for "
+                    f"{sizes['referenced_bytes'] / 1e6:.1f} MB referenced)"
                 )
-            entries[role] = component.spec.manifest_entry(rel, checks)
         tokenizer = None
         if source.tokenizer_dir is not None:
             (staging / "tokenizer").mkdir()
@@ -108,13 +163,27 @@ def export(config: ExportConfig, reporter: Reporter | None = None) -> Path:
                 "default_steps": source.default_steps,
             },
             components=entries,
-            patches=patch_reports,
+            patches=[r.to_dict() for r in applied.reports],
             precision="fp32",
             engine=None,
             tokenizer=tokenizer,
         )
+        plan = _step_plan(applied, variant_keys or {"base": "denoiser"}, config.seed)
+        manifest.step_plan = plan.to_dict() if plan is not None else None
         write_manifest(staging, manifest)
     return config.output
+
+
+def _verify(
+    component: Component, path: Path, label: str, enabled: bool, rep: Reporter
+) -> list[dict[str, Any]]:
+    if not enabled:
+        return []
+    with rep.task(f"verify {label} on ONNX Runtime at min/opt/max shapes"):
+        checks = verify_component(component, path)
+    worst = max(c["max_rel"] for c in checks)
+    rep.note(f"{label}: max relative error {worst:.1e} (tolerance {component.spec.tolerance:.0e})")
+    return checks
 
 
 def pipeline_section(source: SourceModel) -> dict[str, Any]:

@@ -10,21 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from difforge.errors import DifforgeError
 from difforge.export.components import Component
-
-
-def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
-    """Max abs error and the error relative to the reference's largest magnitude."""
-    if ref.shape != got.shape:
-        return {"max_abs": float("inf"), "max_rel": float("inf")}
-    diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
-    scale = float(np.abs(ref).max()) or 1.0
-    max_abs = float(diff.max()) if diff.size else 0.0
-    return {"max_abs": max_abs, "max_rel": max_abs / scale}
+from difforge.metrics import compare
 
 
 def verify_component(

@@ -18,6 +18,7 @@ from difforge.errors import DifforgeError
 from difforge.runtime.manifest import Manifest
 from difforge.runtime.runners.base import Runner
 from difforge.runtime.schedulers import FAMILY, SCHEDULERS, Scheduler, create_scheduler
+from difforge.runtime.step_plan import StepPlan
 from difforge.runtime.tokenizer import CLIPTokenizer
 
 StepCallback = Callable[[int, int], None]
@@ -56,6 +57,7 @@ class Pipeline:
         self.manifest = manifest
         self.runners = runners
         self.kind = manifest.pipeline["type"]
+        self.plan = StepPlan.from_manifest(manifest.step_plan)
         self.tokenizer: CLIPTokenizer | None = None
         if self.kind == "text-to-image":
             tok = manifest.tokenizer or {}
@@ -113,6 +115,42 @@ class Pipeline:
         )
 
     # -- stages -----------------------------------------------------------------------
+    def _denoise(
+        self,
+        variant: str,
+        sample: np.ndarray,
+        t: np.floating | float,
+        cond: dict[str, np.ndarray],
+        extra: dict[str, np.ndarray],
+    ) -> np.ndarray:
+        runner = self.runners[self.plan.variants[variant]]
+        feeds = {
+            "sample": sample,
+            "timestep": np.full((sample.shape[0],), t, dtype=np.float32),
+            **cond,
+            **extra,
+        }
+        return runner.infer(feeds)["noise_pred"]
+
+    def _ndcfg(
+        self,
+        model_in: np.ndarray,
+        t: np.floating | float,
+        cond: dict[str, np.ndarray],
+        extra: dict[str, np.ndarray],
+        mode: dict[str, Any],
+        scale: float,
+    ) -> np.ndarray:
+        """Noise-damped CFG: the weak variant's unconditional half replaces the strong one's."""
+        from difforge.runtime.guidance import ndcfg
+
+        strong = self._denoise(mode["strong"], model_in, t, cond, extra)
+        half = model_in.shape[0] // 2
+        uncond_cond = {k: v[:half] for k, v in cond.items()}  # [uncond, text] order
+        weak_uncond = self._denoise(mode["weak"], model_in[:half], t, uncond_cond, extra)
+        strong_uncond, strong_cond = np.split(strong, 2)
+        return ndcfg(weak_uncond, strong_uncond, strong_cond, scale)
+
     def _conditioning(self, req: GenerateRequest, batch: int, cfg: bool) -> dict[str, np.ndarray]:
         if self.kind == "text-to-image":
             assert self.tokenizer is not None  # set in __init__ for this kind
@@ -173,29 +211,33 @@ class Pipeline:
 
         latents = self._initial_latents(req, batch, sched)
         rng = np.random.default_rng([req.seed, 1]) if sched.stochastic else None
-        denoiser = self.runners["denoiser"]
+        num_steps = len(sched.timesteps)
+        tables = self.plan.tables(num_steps)
+        schedule: list[str] = []
         step_seconds: list[float] = []
         loop_start = time.perf_counter()
         for i, t in enumerate(sched.timesteps):
             model_in = np.concatenate([latents, latents]) if cfg else latents
             model_in = sched.scale_model_input(model_in, i)
-            feeds = {
-                "sample": model_in,
-                "timestep": np.full((model_in.shape[0],), t, dtype=np.float32),
-                **cond,
-            }
+            variant = self.plan.variant_at(i, num_steps)
+            schedule.append(variant)
+            extra = self.plan.feeds_at(tables, i)
             s0 = time.perf_counter()
-            eps = denoiser.infer(feeds)["noise_pred"]
+            mode = self.plan.guidance_at(i, num_steps) if cfg else None
+            if mode is not None and mode.get("mode") == "ndcfg":
+                eps = self._ndcfg(model_in, t, cond, extra, mode, req.guidance_scale)
+            else:
+                eps = self._denoise(variant, model_in, t, cond, extra)
+                if cfg:
+                    first, second = np.split(eps, 2)
+                    if self.kind == "text-to-image":  # [uncond, text]
+                        eps = first + req.guidance_scale * (second - first)
+                    else:  # [cond, null]
+                        eps = second + req.guidance_scale * (first - second)
             step_seconds.append(time.perf_counter() - s0)
-            if cfg:
-                first, second = np.split(eps, 2)
-                if self.kind == "text-to-image":  # [uncond, text]
-                    eps = first + req.guidance_scale * (second - first)
-                else:  # [cond, null]
-                    eps = second + req.guidance_scale * (first - second)
             latents = sched.step(eps.astype(np.float32), i, latents, rng)
             if callback is not None:
-                callback(i + 1, len(sched.timesteps))
+                callback(i + 1, num_steps)
         loop = time.perf_counter() - loop_start
         timings["denoiser"] = sum(step_seconds)
         timings["scheduler_and_host"] = loop - timings["denoiser"]
@@ -217,6 +259,7 @@ class Pipeline:
                 "width": req.width,
                 "scheduler": req.scheduler,
                 "batch": batch,
+                "schedule": schedule,
             },
         )
 

@@ -17,9 +17,11 @@ from difforge.config import BuildConfig
 from difforge.engines.passes.fold_constants import FoldConstants
 from difforge.engines.passes.ort_fusions import OrtTransformerFusions
 from difforge.errors import DifforgeError
-from difforge.export.verify import compare
-from difforge.runtime.manifest import ComponentEntry, read_manifest, write_manifest
+from difforge.export.shared_weights import share_weights
+from difforge.metrics import compare
+from difforge.runtime.manifest import ComponentEntry, Manifest, read_manifest, write_manifest
 from difforge.runtime.runners.ort import OrtRunner
+from difforge.runtime.step_plan import StepPlan
 from difforge.versions import library_versions
 
 EXTERNAL_DATA_BYTES = 1 << 30
@@ -95,6 +97,17 @@ def check_equivalent(entry: ComponentEntry, before: Path, after: Path, role: str
     return worst
 
 
+def _reshare_variant_weights(manifest: Manifest, root: Path) -> None:
+    """Optimising graphs one by one inlines their weights again; store them once more."""
+    plan = StepPlan.from_manifest(manifest.step_plan)
+    if len(plan.variants) < 2:
+        return
+    graphs = [root / manifest.components[key].file for key in plan.variants.values()]
+    stale = graphs[0].parent / "weights.data"
+    stale.unlink(missing_ok=True)
+    share_weights(graphs)
+
+
 def build_ort(config: BuildConfig, reporter: Reporter | None = None) -> Path:
     rep = reporter or SilentReporter()
     manifest = read_manifest(config.source, verify=True)
@@ -127,6 +140,7 @@ def build_ort(config: BuildConfig, reporter: Reporter | None = None) -> Path:
                 ", ".join(f"{v} {k}" for k, v in passes[role]["fusions"].items()) or "no fusions"
             )
             rep.note(f"{role}: {fused}; max relative change {passes[role]['check']['max_rel']:.1e}")
+        _reshare_variant_weights(manifest, staging)
         manifest.stage = "built"
         manifest.created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         manifest.versions = {**manifest.versions, **library_versions()}

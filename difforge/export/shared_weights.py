@@ -1,0 +1,57 @@
+"""Store the weights of several graph variants once.
+
+Step-dependent patches export one graph per variant (re-dilated and plain U-Net, say); their
+weights are the same tensors. Every initializer of at least ``min_bytes`` moves into one
+external data file beside the graphs, each distinct tensor written once, and every graph
+points at it: N variants cost one set of weights on disk and in the artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import onnx
+from onnx import numpy_helper
+
+
+def share_weights(
+    graphs: list[Path], data_name: str = "weights.data", min_bytes: int = 1024
+) -> dict[str, int]:
+    """Rewrite ``graphs`` (all in one folder) to share ``data_name``; returns byte counts."""
+    folder = graphs[0].parent
+    if any(g.parent != folder for g in graphs):
+        raise ValueError("variant graphs must share one folder")
+    data_path = folder / data_name
+    offsets: dict[tuple[int, tuple[int, ...], str], tuple[int, int]] = {}
+    total_refs = 0
+    with data_path.open("wb") as data:
+        for graph in graphs:
+            model = onnx.load(str(graph), load_external_data=True)
+            for tensor in model.graph.initializer:
+                raw = numpy_helper.to_array(tensor).tobytes()
+                if len(raw) < min_bytes:
+                    continue
+                total_refs += len(raw)
+                key = (tensor.data_type, tuple(tensor.dims), hashlib.sha256(raw).hexdigest())
+                if key not in offsets:
+                    # 4 KiB alignment lets runtimes memory-map each tensor.
+                    pad = (-data.tell()) % 4096
+                    data.write(b"\0" * pad)
+                    offsets[key] = (data.tell(), len(raw))
+                    data.write(raw)
+                offset, length = offsets[key]
+                dims, dtype, name = list(tensor.dims), tensor.data_type, tensor.name
+                tensor.Clear()
+                tensor.name, tensor.data_type = name, dtype
+                tensor.dims.extend(dims)
+                for key_name, value in (("location", data_name), ("offset", str(offset)),
+                                        ("length", str(length))):
+                    entry = tensor.external_data.add()
+                    entry.key, entry.value = key_name, value
+                tensor.data_location = onnx.TensorProto.EXTERNAL
+            tmp = graph.with_suffix(".tmp")
+            onnx.save(model, str(tmp))
+            os.replace(tmp, graph)
+    return {"stored_bytes": data_path.stat().st_size, "referenced_bytes": total_refs}
