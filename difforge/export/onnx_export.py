@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,25 @@ def custom_translations() -> dict[Any, Any]:
     return dict(getattr(onnx_ops, "CUSTOM_TRANSLATION_TABLE", {}))
 
 
+def _positional(
+    shapes: dict[str, dict[int, Any]], names: list[str], module: torch.nn.Module
+) -> tuple[Any, ...]:
+    """Dynamic shapes by position: wrappers take patches' extra inputs as ``*extra``."""
+    import inspect
+
+    params = [
+        p
+        for p in inspect.signature(module.forward).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    fixed = [shapes.get(n) for n in names[: len(params)]]
+    rest = [shapes.get(n) for n in names[len(params) :]]
+    has_varargs = any(
+        p.kind is p.VAR_POSITIONAL for p in inspect.signature(module.forward).parameters.values()
+    )
+    return (*fixed, tuple(rest)) if has_varargs else tuple(fixed)
+
+
 def export_component(
     component: Component,
     path: Path,
@@ -43,6 +63,9 @@ def export_component(
     args = tuple(sample[n] for n in names)
     external = _param_bytes(component.module) > EXTERNAL_DATA_BYTES
     path.parent.mkdir(parents=True, exist_ok=True)
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # signature-inference chatter about custom-op translations
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
@@ -52,13 +75,14 @@ def export_component(
             opset_version=opset,
             input_names=names,
             output_names=[t.name for t in spec.outputs],
-            dynamic_shapes=spec.dynamic_shapes(),
+            dynamic_shapes=_positional(spec.dynamic_shapes(), names, component.module),
             custom_translation_table=custom_translations() or None,
             verbose=False,
             **(extra_kwargs or {}),
         )
         assert program is not None  # dynamo=True always returns an ONNXProgram
         program.save(str(path), external_data=external)
+    quiet.setLevel(level)
     _attach_plugin_functions(path)
     return path
 

@@ -1,0 +1,19 @@
+"""Fixtures for the patch tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture
+def diffusers_logs() -> Iterator[None]:
+    """Let caplog see diffusers' warnings (its logger does not propagate by default)."""
+    from diffusers.utils import logging
+
+    logging.enable_propagation()
+    try:
+        yield
+    finally:
+        logging.disable_propagation()

@@ -1,0 +1,33 @@
+"""scripts/gpu_check.py runs end to end (on CPU, toy sizes, TRITON_INTERPRET=1)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.py"
+
+
+def test_gpu_check_cpu_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "check.json"
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "--cpu-smoke", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    report = json.loads(out.read_text())
+    rows = report["rows"]
+    assert {r["op"] for r in rows} == {"local_attention_2d", "depthwise_conv2d"}
+    assert all(r["ok"] for r in rows), rows
+    assert all("sdpa_ms" in r for r in rows if r["op"] == "local_attention_2d")
+    assert all("cudnn_ms" in r for r in rows if r["op"] == "depthwise_conv2d")
+    assert report["goals"] and "GOAL" in run.stdout
