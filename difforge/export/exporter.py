@@ -26,6 +26,9 @@ from difforge.versions import library_versions
 def resolve_resolution(base: Resolution, wanted: ResolutionRange) -> Resolution:
     """The source's range, narrowed or widened as asked; every bound a multiple of its factor."""
     m = base.multiple
+    asked = [v for v in (wanted.min, wanted.default, wanted.max) if v is not None]
+    if base.min == base.max and any(v != base.min for v in asked):
+        raise DifforgeError(f"this model runs at {base.min} px only (its size is fixed)")
     if wanted.default is not None and wanted.min is None and wanted.max is None:
         lo, default, hi = (
             min(base.min, wanted.default),
@@ -74,11 +77,11 @@ def _apply_patches(source: SourceModel, created: list[Any]) -> AppliedPatches:
     return AppliedPatches(reports=reports, stepped=stepped[0] if stepped else None)
 
 
-def _step_plan(applied: AppliedPatches, variant_keys: dict[str, str], seed: int) -> StepPlan | None:
+def _step_plan(applied: AppliedPatches, variant_keys: dict[str, str]) -> StepPlan | None:
     inputs = {
         spec.name: {
             "generator": spec.generator,
-            "seed": seed,
+            "seed": "run",
             "dtype": spec.dtype,
             "shape": list(spec.shape),
         }
@@ -168,7 +171,7 @@ def export(config: ExportConfig, reporter: Reporter | None = None) -> Path:
             engine=None,
             tokenizer=tokenizer,
         )
-        plan = _step_plan(applied, variant_keys or {"base": "denoiser"}, config.seed)
+        plan = _step_plan(applied, variant_keys or {"base": "denoiser"})
         manifest.step_plan = plan.to_dict() if plan is not None else None
         write_manifest(staging, manifest)
     return config.output

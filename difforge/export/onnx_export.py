@@ -34,20 +34,15 @@ def custom_translations() -> dict[Any, Any]:
 def _positional(
     shapes: dict[str, dict[int, Any]], names: list[str], module: torch.nn.Module
 ) -> tuple[Any, ...]:
-    """Dynamic shapes by position: wrappers take patches' extra inputs as ``*extra``."""
+    """Dynamic shapes by position. Wrappers take patches' extra inputs as ``*extra``, which
+    torch.export sees as one nested tuple (and not at all when it is empty)."""
     import inspect
 
-    params = [
-        p
-        for p in inspect.signature(module.forward).parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-    fixed = [shapes.get(n) for n in names[: len(params)]]
-    rest = [shapes.get(n) for n in names[len(params) :]]
-    has_varargs = any(
-        p.kind is p.VAR_POSITIONAL for p in inspect.signature(module.forward).parameters.values()
-    )
-    return (*fixed, tuple(rest)) if has_varargs else tuple(fixed)
+    params = inspect.signature(module.forward).parameters.values()
+    fixed = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    head = [shapes.get(n) for n in names[: len(fixed)]]
+    rest = [shapes.get(n) for n in names[len(fixed) :]]
+    return (*head, tuple(rest)) if rest else tuple(head)
 
 
 def export_component(

@@ -134,6 +134,9 @@ class Pipeline:
 
     def _ndcfg(
         self,
+        variant: str,
+        index: int,
+        num_steps: int,
         model_in: np.ndarray,
         t: np.floating | float,
         cond: dict[str, np.ndarray],
@@ -141,13 +144,24 @@ class Pipeline:
         mode: dict[str, Any],
         scale: float,
     ) -> np.ndarray:
-        """Noise-damped CFG: the weak variant's unconditional half replaces the strong one's."""
-        from difforge.runtime.guidance import ndcfg
+        """Noise-damped CFG: the weak variant's unconditional half replaces the strong one's.
 
-        strong = self._denoise(mode["strong"], model_in, t, cond, extra)
+        The strong pass is the step's own variant (``"strong": "step_rules"``) or a named one;
+        the weak pass follows ``weak_rules`` when given, else the named ``weak`` variant.
+        """
+        from difforge.runtime.guidance import ndcfg, variant_at
+
+        strong_variant = variant if mode.get("strong") == "step_rules" else str(mode["strong"])
+        weak_rules = mode.get("weak_rules") or []
+        weak_variant = (
+            variant_at(weak_rules, self.plan.default_variant, index, num_steps)
+            if weak_rules
+            else str(mode["weak"])
+        )
+        strong = self._denoise(strong_variant, model_in, t, cond, extra)
         half = model_in.shape[0] // 2
         uncond_cond = {k: v[:half] for k, v in cond.items()}  # [uncond, text] order
-        weak_uncond = self._denoise(mode["weak"], model_in[:half], t, uncond_cond, extra)
+        weak_uncond = self._denoise(weak_variant, model_in[:half], t, uncond_cond, extra)
         strong_uncond, strong_cond = np.split(strong, 2)
         return ndcfg(weak_uncond, strong_uncond, strong_cond, scale)
 
@@ -212,7 +226,7 @@ class Pipeline:
         latents = self._initial_latents(req, batch, sched)
         rng = np.random.default_rng([req.seed, 1]) if sched.stochastic else None
         num_steps = len(sched.timesteps)
-        tables = self.plan.tables(num_steps)
+        tables = self.plan.tables(num_steps, req.seed)
         schedule: list[str] = []
         step_seconds: list[float] = []
         loop_start = time.perf_counter()
@@ -225,7 +239,9 @@ class Pipeline:
             s0 = time.perf_counter()
             mode = self.plan.guidance_at(i, num_steps) if cfg else None
             if mode is not None and mode.get("mode") == "ndcfg":
-                eps = self._ndcfg(model_in, t, cond, extra, mode, req.guidance_scale)
+                eps = self._ndcfg(
+                    variant, i, num_steps, model_in, t, cond, extra, mode, req.guidance_scale
+                )
             else:
                 eps = self._denoise(variant, model_in, t, cond, extra)
                 if cfg:

@@ -25,7 +25,8 @@ class StepPlan:
     variants: dict[str, str] = field(default_factory=lambda: {BASE: "denoiser"})
     #: [{"variant", "from", "to"}]: steps int(from·N) <= i < int(to·N); first match wins.
     rules: list[dict[str, Any]] = field(default_factory=list)
-    #: input name -> {"generator", "seed", "dtype", "shape"}
+    #: input name -> {"generator", "seed", "dtype", "shape"}; seed "run" means the seed of
+    #: the generation request, so each image gets its own draw, as with the authors' code.
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: e.g. {"mode": "ndcfg", "strong": "redilated", "weak": "weak", "from": 0, "to": 0.7}
     guidance: dict[str, Any] | None = None
@@ -75,11 +76,14 @@ class StepPlan:
             return self.guidance
         return None
 
-    def tables(self, num_steps: int) -> dict[str, list[int]]:
-        return {
-            name: step_table(spec["generator"], num_steps, int(spec.get("seed", 0)))
-            for name, spec in self.inputs.items()
-        }
+    def tables(self, num_steps: int, run_seed: int = 0) -> dict[str, list[int]]:
+        out = {}
+        for name, spec in self.inputs.items():
+            seed = spec.get("seed", "run")
+            out[name] = step_table(
+                spec["generator"], num_steps, run_seed if seed == "run" else int(seed)
+            )
+        return out
 
     def feeds_at(self, tables: dict[str, list[int]], index: int) -> dict[str, np.ndarray]:
         feeds = {}

@@ -51,6 +51,9 @@ _BUILTIN: dict[str, str] = {
     "linfusion": "difforge.export.patches.linfusion",
     "clear": "difforge.export.patches.clear",
     "msw-msa": "difforge.export.patches.msw_msa",
+    "redilate": "difforge.export.patches.redilate",
+    "raunet": "difforge.export.patches.raunet",
+    "reparam": "difforge.export.patches.reparam",
 }
 
 _NAME = re.compile(r"[a-z][a-z0-9_-]*")

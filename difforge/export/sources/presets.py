@@ -166,14 +166,27 @@ def tiny_dit(seed: int = 0) -> SourceModel:
     )
 
 
+def tiny_lk_unet(seed: int = 0) -> SourceModel:
+    """tiny-sd with large-kernel resnet convs (UniRepLKNet K=13 blocks, InceptionNeXt mixers)."""
+    from difforge.export.backbones.tiny_lk_unet import build_tiny_lk_unet
+
+    source = tiny_sd(seed)
+    source.denoiser = build_tiny_lk_unet(seed).eval()
+    source.name = "tiny-lk-unet"
+    source.description = _describe("tiny-lk-unet", seed)
+    return source
+
+
 PRESETS: dict[str, Callable[[int], SourceModel]] = {
     "tiny-sd": tiny_sd,
     "tiny-dit": tiny_dit,
+    "tiny-lk-unet": tiny_lk_unet,
 }
 
 DESCRIPTIONS = {
     "tiny-sd": "SD-style text-to-image: CLIP text encoder, cross-attn U-Net (32/64 ch), 8x VAE",
     "tiny-dit": "class-conditioned DiT (2 layers, patch 2) with the same 8x VAE",
+    "tiny-lk-unet": "tiny-sd with UniRepLKNet (K=13) and InceptionNeXt resnet convs; see reparam",
 }
 
 
