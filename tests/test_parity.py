@@ -106,3 +106,20 @@ def test_class_to_image_matches_diffusers(
     diff = np.abs(ours.astype(int) - ref_u8.astype(int)).max()
     assert diff <= 2, f"max pixel difference {diff}/255"
     assert ours.std() > 1
+
+
+def test_flux_matches_diffusers(tmp_path: Path) -> None:
+    from difforge import CompileConfig, ExportConfig, ResolutionRange, compile
+    from difforge.runtime.step_plan import StepPlan
+    from tests.reference_pipelines import patched_reference
+
+    cfg = ExportConfig(output=tmp_path / "flux", preset="tiny-flux", max_batch=1,
+                       resolution=ResolutionRange(128, 192, 256))
+    pipe = load(compile(CompileConfig(export=cfg)))
+    latents = np.random.default_rng(2).standard_normal((1, 4, 24, 24), dtype=np.float32)
+    ours = pipe(GenerateRequest(prompt="a red boat", steps=5, height=192, width=192,
+                                latents=latents)).images[0]
+    ref = patched_reference("tiny-flux", [], latents, 5, 0, StepPlan(), "a red boat", 0)
+    diff = np.abs(ours.astype(int) - ref.astype(int)).max()
+    assert diff <= 2, f"max pixel difference {diff}/255"
+    assert ours.std() > 1

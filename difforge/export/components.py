@@ -18,12 +18,52 @@ from difforge.export.specs import Axis, ComponentSpec, Tensor
 
 
 class TextEncoder(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, pooled: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.pooled = pooled
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids, return_dict=False)[0]
+    def forward(self, input_ids: torch.Tensor) -> Any:
+        out = self.model(input_ids, return_dict=False)
+        return (out[0], out[1]) if self.pooled else out[0]
+
+
+class FluxDenoiser(torch.nn.Module):
+    """FLUX on unpacked latents: packs 2x2 patches and builds the RoPE ids inside the graph,
+    so the runtime's loop is the same as for a U-Net. ``grid_kwarg`` hands the token grid to
+    patches that need it (CLEAR) through ``joint_attention_kwargs``."""
+
+    def __init__(self, transformer: torch.nn.Module, grid_kwarg: str | None = None) -> None:
+        super().__init__()
+        self.transformer = transformer
+        self.grid_kwarg = grid_kwarg
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        pooled_projections: torch.Tensor,
+    ) -> torch.Tensor:
+        b, c, height, width = sample.shape
+        h, w = height // 2, width // 2
+        packed = sample.reshape(b, c, h, 2, w, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, h * w, c * 4)
+        rows = torch.arange(h, device=sample.device).reshape(h, 1).expand(h, w)
+        cols = torch.arange(w, device=sample.device).reshape(1, w).expand(h, w)
+        img_ids = torch.stack([torch.zeros_like(rows), rows, cols], dim=-1).reshape(-1, 3).float()
+        txt_ids = torch.zeros(encoder_hidden_states.shape[1], 3, device=sample.device)
+        kwargs = {self.grid_kwarg: (h, w)} if self.grid_kwarg else None
+        out = self.transformer(
+            packed,
+            encoder_hidden_states,
+            pooled_projections,
+            timestep / 1000,
+            img_ids,
+            txt_ids,
+            joint_attention_kwargs=kwargs,
+            return_dict=False,
+        )[0]
+        return out.reshape(b, h, w, c, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c, height, width)
 
 
 class UNetDenoiser(torch.nn.Module):
@@ -68,13 +108,15 @@ class DiTDenoiser(torch.nn.Module):
 
 
 class VaeDecoder(torch.nn.Module):
-    def __init__(self, vae: torch.nn.Module, scaling_factor: float) -> None:
+    def __init__(self, vae: torch.nn.Module, scaling_factor: float, shift: float = 0.0) -> None:
         super().__init__()
         self.vae = vae
         self.inv_scale = 1.0 / scaling_factor
+        self.shift = shift
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.vae.decode(latent * self.inv_scale, return_dict=False)[0]  # type: ignore[operator]
+        z = latent * self.inv_scale + self.shift if self.shift else latent * self.inv_scale
+        return self.vae.decode(z, return_dict=False)[0]  # type: ignore[operator]
 
 
 @dataclass
@@ -108,6 +150,8 @@ def components_for(
         names = ", ".join(e.name for e in extras)
         raise DifforgeError(f"per-step inputs ({names}) are supported on U-Net models only")
     height, width = _latent_axes(source)
+    if source.kind == "flux":
+        return _flux_components(source, max_batch, height, width)
     cfg_batch = Axis(1, 2, 2 * max_batch)
     image_batch = Axis(1, 1, max_batch)
     channels = source.latent_channels
@@ -166,6 +210,61 @@ def components_for(
                 outputs=(Tensor("image", "float32", ("batch", 3, f"{f}*height", f"{f}*width")),),
                 axes={"batch": image_batch, "height": height, "width": width},
             ),
-            VaeDecoder(source.vae, source.scaling_factor),
+            VaeDecoder(source.vae, source.scaling_factor, source.shift_factor),
         )
     return out
+
+
+def _flux_components(
+    source: SourceModel, max_batch: int, height: Axis, width: Axis
+) -> dict[str, Component]:
+    """FLUX-style: no classifier-free guidance, so every batch axis is the image count."""
+    assert source.text_encoder is not None and source.vae is not None
+    cfg = cast(Any, source.text_encoder).config
+    seq, hidden = int(cfg.max_position_embeddings), int(cfg.hidden_size)
+    batch = Axis(1, 1, max_batch)
+    channels, f = source.latent_channels, source.vae_scale_factor
+    latent_dims = ("batch", channels, "height", "width")
+    # Packing needs an even latent grid: at least a multiple of 2.
+    height = Axis(height.min, height.opt, height.max, max(height.multiple, 2))
+    width = Axis(width.min, width.opt, width.max, max(width.multiple, 2))
+    grid = source.extras.get("grid_kwarg")
+    return {
+        "text_encoder": Component(
+            ComponentSpec(
+                role="text_encoder",
+                inputs=(
+                    Tensor("input_ids", "int64", ("batch", seq), ("int", int(cfg.vocab_size))),
+                ),
+                outputs=(
+                    Tensor("last_hidden_state", "float32", ("batch", seq, hidden)),
+                    Tensor("pooler_output", "float32", ("batch", hidden)),
+                ),
+                axes={"batch": batch},
+            ),
+            TextEncoder(source.text_encoder, pooled=True),
+        ),
+        "denoiser": Component(
+            ComponentSpec(
+                role="denoiser",
+                inputs=(
+                    Tensor("sample", "float32", latent_dims),
+                    Tensor("timestep", "float32", ("batch",), "timestep"),
+                    Tensor("encoder_hidden_states", "float32", ("batch", seq, hidden)),
+                    Tensor("pooled_projections", "float32", ("batch", hidden)),
+                ),
+                outputs=(Tensor("noise_pred", "float32", latent_dims),),
+                axes={"batch": batch, "height": height, "width": width},
+            ),
+            FluxDenoiser(source.denoiser, grid),
+        ),
+        "vae_decoder": Component(
+            ComponentSpec(
+                role="vae_decoder",
+                inputs=(Tensor("latent", "float32", latent_dims),),
+                outputs=(Tensor("image", "float32", ("batch", 3, f"{f}*height", f"{f}*width")),),
+                axes={"batch": batch, "height": height, "width": width},
+            ),
+            VaeDecoder(source.vae, source.scaling_factor, source.shift_factor),
+        ),
+    }

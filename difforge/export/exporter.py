@@ -110,6 +110,9 @@ def export(config: ExportConfig, reporter: Reporter | None = None) -> Path:
     if source.random_weights:
         rep.note(f"{source.name}: {source.description['weights']}")
     applied = _apply_patches(source, created)
+    if any(r.patch == "clear" for r in applied.reports) and source.kind == "flux":
+        # CLEAR needs the token grid inside FLUX's attention; the wrapper passes it.
+        source.extras["grid_kwarg"] = "clear_grid"
     for report in applied.reports:
         rep.note(f"patch {report.patch}: replaced {report.count} modules")
         for note in report.notes:

@@ -53,7 +53,7 @@ def export_component(
 ) -> Path:
     """Export one component to ``path`` (a ``model.onnx``); returns the path."""
     spec = component.spec
-    sample = spec.sample_inputs(spec.profile("opt"))
+    sample = spec.sample_inputs(spec.trace_sizes())
     names = [t.name for t in spec.inputs]
     args = tuple(sample[n] for n in names)
     external = _param_bytes(component.module) > EXTERNAL_DATA_BYTES

@@ -53,6 +53,14 @@ class ComponentSpec:
     def profile(self, which: str) -> dict[str, int]:
         return {name: getattr(axis, which) for name, axis in self.axes.items()}
 
+    def trace_sizes(self) -> dict[str, int]:
+        """Sizes for the export trace: opt, except that an axis whose opt is 1 but which may
+        grow is traced at 2, since torch.export specialises every size-1 dimension."""
+        return {
+            name: (min(2, axis.max) if axis.opt == 1 else axis.opt)
+            for name, axis in self.axes.items()
+        }
+
     def profiles(self) -> dict[str, dict[str, int]]:
         """The shapes verification runs at: min, opt and max of every axis together."""
         return {which: self.profile(which) for which in ("min", "opt", "max")}

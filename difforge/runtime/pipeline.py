@@ -59,7 +59,7 @@ class Pipeline:
         self.kind = manifest.pipeline["type"]
         self.plan = StepPlan.from_manifest(manifest.step_plan)
         self.tokenizer: CLIPTokenizer | None = None
-        if self.kind == "text-to-image":
+        if self.kind in ("text-to-image", "flux"):
             tok = manifest.tokenizer or {}
             self.tokenizer = CLIPTokenizer(
                 root / tok["vocab"], root / tok["merges"], int(tok.get("max_length", 77))
@@ -101,6 +101,11 @@ class Pipeline:
             if request.guidance_scale is not None
             else float(pipe.get("default_guidance", 1.0))
         )
+        if self.kind == "flux" and guidance > 1.0:
+            raise DifforgeError(
+                "this FLUX-style model has no classifier-free guidance (it is guidance-"
+                "distilled or guidance-free); leave --guidance unset"
+            )
         return GenerateRequest(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
@@ -166,15 +171,18 @@ class Pipeline:
         return ndcfg(weak_uncond, strong_uncond, strong_cond, scale)
 
     def _conditioning(self, req: GenerateRequest, batch: int, cfg: bool) -> dict[str, np.ndarray]:
-        if self.kind == "text-to-image":
-            assert self.tokenizer is not None  # set in __init__ for this kind
+        if self.kind in ("text-to-image", "flux"):
+            assert self.tokenizer is not None  # set in __init__ for these kinds
             prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
             if len(prompts) == 1 and batch > 1:
                 prompts = prompts * batch
             texts = ([req.negative_prompt] * len(prompts) if cfg else []) + prompts
             ids = self.tokenizer(texts)
             out = self.runners["text_encoder"].infer({"input_ids": ids})
-            return {"encoder_hidden_states": out["last_hidden_state"]}
+            cond = {"encoder_hidden_states": out["last_hidden_state"]}
+            if self.kind == "flux":
+                cond["pooled_projections"] = out["pooler_output"]
+            return cond
         labels = [req.class_label] if isinstance(req.class_label, int) else list(req.class_label)
         num_classes = int(self.manifest.pipeline["num_classes"])
         for label in labels:
@@ -187,7 +195,7 @@ class Pipeline:
     def _batch_size(self, req: GenerateRequest) -> int:
         if req.latents is not None:
             return int(req.latents.shape[0])
-        if self.kind == "text-to-image":
+        if self.kind in ("text-to-image", "flux"):
             return 1 if isinstance(req.prompt, str) else len(req.prompt)
         return 1 if isinstance(req.class_label, int) else len(req.class_label)
 
@@ -215,7 +223,14 @@ class Pipeline:
         req = self.resolve(request)
         assert req.steps is not None and req.guidance_scale is not None and req.scheduler
         timings: dict[str, float] = {}
-        sched = create_scheduler(req.scheduler, self.manifest.scheduler["config"], req.steps)
+        assert req.height is not None and req.width is not None
+        factor = int(self.manifest.pipeline["vae_scale_factor"]) * 2  # FLUX packs 2x2 latents
+        sched = create_scheduler(
+            req.scheduler,
+            self.manifest.scheduler["config"],
+            req.steps,
+            image_seq_len=(req.height // factor) * (req.width // factor),
+        )
         cfg = req.guidance_scale > 1.0
         batch = self._batch_size(req)
 

@@ -58,6 +58,9 @@ class SourceModel:
 
     @property
     def latent_channels(self) -> int:
+        # The VAE's latent width; a FLUX transformer's in_channels counts packed 2x2 patches.
+        if self.vae is not None:
+            return int(cast(Any, self.vae).config.latent_channels)
         return int(cast(Any, self.denoiser).config.in_channels)
 
     @property
@@ -65,6 +68,12 @@ class SourceModel:
         if self.vae is None:
             return 1
         return int(2 ** (len(cast(Any, self.vae).config.block_out_channels) - 1))
+
+    @property
+    def shift_factor(self) -> float:
+        if self.vae is None:
+            return 0.0
+        return float(cast(Any, self.vae).config.shift_factor or 0.0)
 
     @property
     def scaling_factor(self) -> float:

@@ -66,7 +66,7 @@ def _no_zero_layers(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-def tiny_vae() -> torch.nn.Module:
+def tiny_vae(shift_factor: float | None = None) -> torch.nn.Module:
     from diffusers import AutoencoderKL
 
     # Four blocks give SD's 8x latent factor at a fraction of its width.
@@ -81,12 +81,34 @@ def tiny_vae() -> torch.nn.Module:
         norm_num_groups=8,
         sample_size=256,
         scaling_factor=0.18215,
+        shift_factor=shift_factor,
+    ).eval()
+
+
+def tiny_clip() -> torch.nn.Module:
+    """A 2-layer CLIP text encoder over the shipped vocabulary (draws from torch's global RNG)."""
+    import json
+
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    vocab_size = len(json.loads((VOCAB_DIR / "vocab.json").read_text()))
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=vocab_size,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            bos_token_id=vocab_size - 2,
+            eos_token_id=vocab_size - 1,
+            pad_token_id=vocab_size - 1,
+        )
     ).eval()
 
 
 def tiny_sd(seed: int = 0) -> SourceModel:
     from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -100,20 +122,7 @@ def tiny_sd(seed: int = 0) -> SourceModel:
         norm_num_groups=8,
     ).eval()
     vae = tiny_vae()
-    vocab_size = len(__import__("json").loads((VOCAB_DIR / "vocab.json").read_text()))
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=vocab_size,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=77,
-            bos_token_id=vocab_size - 2,
-            eos_token_id=vocab_size - 1,
-            pad_token_id=vocab_size - 1,
-        )
-    ).eval()
+    text_encoder = tiny_clip()
     return SourceModel(
         name="tiny-sd",
         kind="text-to-image",
@@ -177,13 +186,56 @@ def tiny_lk_unet(seed: int = 0) -> SourceModel:
     return source
 
 
+FLUX_SCHEDULER = {
+    "_class_name": "FlowMatchEulerDiscreteScheduler",
+    "num_train_timesteps": 1000,
+    "shift": 3.0,
+    "use_dynamic_shifting": True,
+    "base_shift": 0.5,
+    "max_shift": 1.15,
+    "base_image_seq_len": 256,
+    "max_image_seq_len": 4096,
+}
+
+
+def tiny_flux(seed: int = 0) -> SourceModel:
+    """FLUX architecture (double/single-stream joint attention with RoPE), tiny, no guidance.
+
+    One CLIP encoder provides both FLUX text inputs (its token states for the joint attention,
+    its pooled state for the modulation) where FLUX.1 uses T5 and CLIP.
+    """
+    from difforge.export.sources.tiny_flux import build_tiny_flux_transformer
+
+    torch.manual_seed(seed)
+    text_encoder = tiny_clip()
+    transformer = build_tiny_flux_transformer(
+        seed, joint_attention_dim=64, pooled_projection_dim=64
+    )
+    return SourceModel(
+        name="tiny-flux",
+        kind="flux",
+        denoiser=transformer,
+        vae=tiny_vae(shift_factor=0.0),
+        text_encoder=text_encoder,
+        tokenizer_dir=VOCAB_DIR,
+        scheduler_name="flow-euler",
+        scheduler_config=dict(FLUX_SCHEDULER),
+        resolution=Resolution(min=128, default=256, max=512, multiple=16),
+        description=_describe("tiny-flux", seed),
+        default_steps=8,
+        default_guidance=1.0,
+    )
+
+
 PRESETS: dict[str, Callable[[int], SourceModel]] = {
+    "tiny-flux": tiny_flux,
     "tiny-sd": tiny_sd,
     "tiny-dit": tiny_dit,
     "tiny-lk-unet": tiny_lk_unet,
 }
 
 DESCRIPTIONS = {
+    "tiny-flux": "FLUX-architecture text-to-image (2+2 blocks, RoPE), flow matching, no CFG",
     "tiny-sd": "SD-style text-to-image: CLIP text encoder, cross-attn U-Net (32/64 ch), 8x VAE",
     "tiny-dit": "class-conditioned DiT (2 layers, patch 2) with the same 8x VAE",
     "tiny-lk-unet": "tiny-sd with UniRepLKNet (K=13) and InceptionNeXt resnet convs; see reparam",

@@ -28,7 +28,7 @@ TINY_FLUX_CONFIG: dict[str, object] = {
 }
 
 
-def build_tiny_flux_transformer(seed: int = 0) -> FluxTransformer2DModel:
+def build_tiny_flux_transformer(seed: int = 0, **overrides: object) -> FluxTransformer2DModel:
     """The tiny FLUX transformer with weights drawn from ``seed`` (eval mode, float32).
 
     Default initialisation leaves some layers at zero or near-identity; weights are redrawn
@@ -37,7 +37,7 @@ def build_tiny_flux_transformer(seed: int = 0) -> FluxTransformer2DModel:
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = FluxTransformer2DModel(**TINY_FLUX_CONFIG)
+        model = FluxTransformer2DModel(**{**TINY_FLUX_CONFIG, **overrides})
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for name, param in model.named_parameters():

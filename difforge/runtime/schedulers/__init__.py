@@ -26,12 +26,17 @@ DIFFUSERS_NAMES = {
 FAMILY = {"ddim": "vp", "euler": "vp", "euler-ancestral": "vp", "flow-euler": "flow"}
 
 
-def create_scheduler(name: str, config: dict[str, Any], num_steps: int) -> Scheduler:
+def create_scheduler(
+    name: str, config: dict[str, Any], num_steps: int, image_seq_len: int | None = None
+) -> Scheduler:
+    """``image_seq_len`` (latent tokens) matters only to dynamically shifted flow sampling."""
     try:
         cls = SCHEDULERS[name]
     except KeyError:
         known = ", ".join(sorted(SCHEDULERS))
         raise DifforgeError(f"unknown scheduler '{name}' (known: {known})") from None
+    if cls is FlowMatchEuler:
+        return FlowMatchEuler(config, num_steps, image_seq_len)
     return cls(config, num_steps)
 
 

@@ -1,0 +1,145 @@
+"""Reference pipelines in PyTorch (diffusers) for the runtime's end-to-end tests: the same
+weights, latents, per-step graph variants and per-step inputs as an artifact sees."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from difforge.export.patches import create_patch, parse_patch_arg
+from difforge.export.sources.base import SourceModel
+from difforge.export.sources.presets import VOCAB_DIR, load_preset
+from difforge.runtime.step_inputs import msw_msa_shift
+from difforge.runtime.step_plan import StepPlan
+
+
+def _to_u8(images: np.ndarray) -> np.ndarray:
+    return (images * 255).round().astype(np.uint8)
+
+
+def _flux(
+    source: SourceModel, config: dict[str, Any], latents: np.ndarray, steps: int, prompt: str
+) -> np.ndarray:
+    """FluxPipeline, fed the tiny CLIP's token states and pooled state as its prompt embeds."""
+    import diffusers
+    from transformers import CLIPTokenizer
+
+    tok = CLIPTokenizer(
+        str(VOCAB_DIR / "vocab.json"), str(VOCAB_DIR / "merges.txt"), model_max_length=77
+    )
+    ids = torch.tensor(
+        tok([prompt], padding="max_length", max_length=77, truncation=True).input_ids
+    )
+    pipe = diffusers.FluxPipeline(
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler.from_config(config),
+        vae=source.vae,
+        text_encoder=None,
+        tokenizer=None,
+        text_encoder_2=None,
+        tokenizer_2=None,
+        transformer=source.denoiser,
+    )
+    b, c, h, w = latents.shape
+    packed = torch.from_numpy(latents).reshape(b, c, h // 2, 2, w // 2, 2)
+    packed = packed.permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2), c * 4)
+    with torch.no_grad():
+        states, pooled = source.text_encoder(ids, return_dict=False)[:2]  # type: ignore[misc]
+        out = pipe(
+            prompt_embeds=states,
+            pooled_prompt_embeds=pooled,
+            latents=packed,
+            height=h * 8,
+            width=w * 8,
+            num_inference_steps=steps,
+            output_type="np",
+        ).images[0]
+    return _to_u8(out)
+
+
+def patched_reference(
+    preset: str,
+    patches: list[str],
+    latents: np.ndarray,
+    steps: int,
+    seed: int,
+    plan: StepPlan,
+    prompt: str,
+    label: int,
+) -> np.ndarray:
+    import diffusers
+
+    source = load_preset(preset, 0)
+    patchers = [create_patch(parse_patch_arg(p)) for p in patches]
+    for patcher in patchers:
+        patcher.apply(source.denoiser)
+    config = {k: v for k, v in source.scheduler_config.items() if k != "_class_name"}
+    if source.kind == "flux":
+        return _flux(source, config, latents, steps, prompt)
+    sched = diffusers.DDIMScheduler.from_config(config)
+    schedule = plan.schedule(steps)
+
+    def set_step(i: int) -> dict[str, Any] | None:
+        for patcher in patchers:
+            if hasattr(patcher, "set_variant") and len(patcher.variants()) > 1 and i < steps:
+                patcher.set_variant(schedule[i])
+        if "msw_msa_shift" in plan.inputs and i < steps:
+            return {"msw_msa_shift": torch.tensor([msw_msa_shift(steps, seed)[i]])}
+        return None
+
+    with torch.no_grad():
+        if source.kind == "class-to-image":
+            import diffusers.pipelines.dit.pipeline_dit as dit_mod
+
+            pipe = diffusers.DiTPipeline(
+                transformer=source.denoiser, vae=source.vae, scheduler=sched
+            )
+            original = dit_mod.randn_tensor
+            dit_mod.randn_tensor = lambda *a, **k: torch.from_numpy(latents)
+            try:
+                out = pipe(
+                    class_labels=[label],
+                    guidance_scale=4.0,
+                    num_inference_steps=steps,
+                    output_type="np",
+                ).images[0]
+            finally:
+                dit_mod.randn_tensor = original
+            return (out * 255).round().astype(np.uint8)
+        from transformers import CLIPTokenizer
+
+        tok = CLIPTokenizer(
+            str(VOCAB_DIR / "vocab.json"), str(VOCAB_DIR / "merges.txt"), model_max_length=77
+        )
+        pipe = diffusers.StableDiffusionPipeline(
+            vae=source.vae,
+            text_encoder=source.text_encoder,
+            tokenizer=tok,
+            unet=source.denoiser,
+            scheduler=sched,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+
+        def on_step_end(p: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            extra = set_step(i + 1)
+            if extra is not None:
+                p._cross_attention_kwargs = extra
+            return kwargs
+
+        first = set_step(0)
+        size = latents.shape[-1] * 8
+        out = pipe(
+            prompt,
+            num_inference_steps=steps,
+            guidance_scale=7.5,
+            height=size,
+            width=size,
+            latents=torch.from_numpy(latents),
+            output_type="np",
+            cross_attention_kwargs=first,
+            callback_on_step_end=on_step_end,
+        ).images[0]
+        return (out * 255).round().astype(np.uint8)
