@@ -71,9 +71,19 @@ def export_and_compare(
     args = unet_inputs(*sizes[0])
     h, w = multiple * Dim("h", min=2, max=16), multiple * Dim("w", min=2, max=16)
     dynamic = ({2: h, 3: w}, None, None)
-    program = torch.onnx.export(wrapper, args, dynamic_shapes=dynamic, dynamo=True)
+    from difforge.plugins.onnx_ops import CUSTOM_TRANSLATION_TABLE, attach_fallback_functions
+
+    program = torch.onnx.export(
+        wrapper,
+        args,
+        dynamic_shapes=dynamic,
+        dynamo=True,
+        custom_translation_table=CUSTOM_TRANSLATION_TABLE,
+    )
     assert program is not None
-    program.save(str(path))
+    import onnx
+
+    onnx.save(attach_fallback_functions(program.model_proto), str(path))
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
     options.log_severity_level = 3

@@ -26,6 +26,7 @@ from difforge.export.backbones.inceptionnext import InceptionDWConv2d
 from difforge.export.backbones.unireplknet import DilatedReparamBlock, fuse_bn
 from difforge.export.patches import register_patch
 from difforge.export.patches.base import Patch, PatchOption, PatchReport, replace_submodule
+from difforge.plugins.modules import DepthwiseConv2d
 
 __all__ = ["ReparamPatch", "fold_conv_bn"]
 
@@ -85,7 +86,9 @@ class ReparamPatch(Patch):
         targets = list(denoiser.named_modules())
         for name, module in targets:
             if isinstance(module, DilatedReparamBlock):
-                swap(name, module.merge())
+                # Through difforge's depthwise op: the Triton kernel on GPUs, a plain Conv
+                # (the op's fallback body) on every ONNX runtime.
+                swap(name, DepthwiseConv2d.from_conv(module.merge()))
             elif isinstance(module, InceptionDWConv2d) and fold_mixers:
                 swap(name, module.fold())
         for name, module in list(denoiser.named_modules()):
