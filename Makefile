@@ -7,7 +7,7 @@ STAMP := $(VENV)/.difforge-installed
 TORCH_PIN ?= torch==2.13.0
 DEMO_DIR ?= demo-artifact
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench clean browser
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,13 @@ lint: venv
 	$(VENV)/bin/ruff check difforge tests scripts
 	$(VENV)/bin/mypy difforge
 
-test: venv lint
+# The report test screenshots report.html in headless Chromium (Debian's package).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "warning: chromium could not be installed; the report screenshot test will skip (or fail under CI)"
+
+test: venv lint browser
 	$(PY) -m pytest -q
 
 bench: venv

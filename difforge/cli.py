@@ -303,6 +303,16 @@ def info(artifact: Path | None, as_json: bool, presets: bool) -> None:
     click.echo(json.dumps(manifest.to_dict(), indent=2) if as_json else describe(manifest))
 
 
+def _register_report_commands() -> None:
+    from difforge.profile.cli import bench_command, profile_command
+
+    cli.add_command(profile_command)
+    cli.add_command(bench_command)
+
+
+_register_report_commands()
+
+
 def main() -> None:
     cli(prog_name="difforge")
 

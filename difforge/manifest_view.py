@@ -70,9 +70,10 @@ def describe(m: Manifest) -> str:
     if m.patches:
         lines.append("patches:")
         for p in m.patches:
-            lines.append(
-                f"  {p.get('name')}: {p.get('count')} modules replaced; options {p.get('options')}"
-            )
+            lines.append(f"  {p.get('patch')}: {p.get('count')} modules replaced")
+            options = {k: v for k, v in p.get("options", {}).items() if v is not None}
+            lines.append(f"    options: {options}")
+            lines.extend(f"    note: {n}" for n in p.get("notes", []))
     else:
         lines.append("patches: none")
     if m.step_plan:

@@ -69,11 +69,12 @@ def _create_patches(requests: list[str]) -> list[Any]:
 def _apply_patches(source: SourceModel, created: list[Any]) -> AppliedPatches:
     if not created:
         return AppliedPatches()
+    reports = [p.apply(source.denoiser) for p in created]
+    # A patch knows its variants only once it has seen the model it patches.
     stepped = [p for p in created if len(getattr(p, "variants", lambda: [])()) > 1]
     if len(stepped) > 1:
         names = ", ".join(p.name for p in stepped)
         raise DifforgeError(f"only one step-dependent patch per model is supported (got {names})")
-    reports = [p.apply(source.denoiser) for p in created]
     return AppliedPatches(reports=reports, stepped=stepped[0] if stepped else None)
 
 

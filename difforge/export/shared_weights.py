@@ -24,9 +24,13 @@ def share_weights(
     if any(g.parent != folder for g in graphs):
         raise ValueError("variant graphs must share one folder")
     data_path = folder / data_name
+    # Written beside the old file and renamed at the end: the graphs being rewritten may still
+    # read their weights from the old one.
+    staging = folder / (data_name + ".partial")
     offsets: dict[tuple[int, tuple[int, ...], str], tuple[int, int]] = {}
     total_refs = 0
-    with data_path.open("wb") as data:
+    rewritten: list[tuple[Path, onnx.ModelProto]] = []
+    with staging.open("wb") as data:
         for graph in graphs:
             model = onnx.load(str(graph), load_external_data=True)
             for tensor in model.graph.initializer:
@@ -51,7 +55,10 @@ def share_weights(
                     entry = tensor.external_data.add()
                     entry.key, entry.value = key_name, value
                 tensor.data_location = onnx.TensorProto.EXTERNAL
-            tmp = graph.with_suffix(".tmp")
-            onnx.save(model, str(tmp))
-            os.replace(tmp, graph)
+            rewritten.append((graph, model))
+    os.replace(staging, data_path)
+    for graph, model in rewritten:
+        tmp = graph.with_suffix(".tmp")
+        onnx.save(model, str(tmp))
+        os.replace(tmp, graph)
     return {"stored_bytes": data_path.stat().st_size, "referenced_bytes": total_refs}

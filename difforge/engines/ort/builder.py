@@ -103,8 +103,6 @@ def _reshare_variant_weights(manifest: Manifest, root: Path) -> None:
     if len(plan.variants) < 2:
         return
     graphs = [root / manifest.components[key].file for key in plan.variants.values()]
-    stale = graphs[0].parent / "weights.data"
-    stale.unlink(missing_ok=True)
     share_weights(graphs)
 
 

@@ -1,0 +1,1 @@
+"""``difforge bench``: one denoiser through the runtimes a user would otherwise pick."""

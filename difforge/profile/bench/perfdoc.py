@@ -1,0 +1,31 @@
+"""Rewrite the delimited bench block of docs/perf.md, leaving the rest of the file alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from difforge.errors import DifforgeError
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def replace_block(text: str, block: str) -> str:
+    """``text`` with everything between the markers replaced (markers appended if absent)."""
+    body = f"{BEGIN}\n{block.strip()}\n{END}"
+    start, end = text.find(BEGIN), text.find(END)
+    if start == -1 and end == -1:
+        return text.rstrip("\n") + "\n\n" + body + "\n"
+    if start == -1 or end == -1 or end < start:
+        raise DifforgeError(f"unbalanced {BEGIN} / {END} markers")
+    return text[:start] + body + text[end + len(END) :]
+
+
+def update_perf_doc(path: Path, block: str) -> None:
+    try:
+        text = path.read_text(encoding="utf-8") if path.exists() else "# Performance\n"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".partial")
+        tmp.write_text(replace_block(text, block), encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        raise DifforgeError(f"cannot write {path}: {exc.strerror}") from None

@@ -1,0 +1,162 @@
+"""Run every baseline on the same inputs, alternating rows call by call, and summarise."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from difforge.profile.bench import baselines as bl
+from difforge.profile.machine import describe_machine
+from difforge.profile.stats import summarize
+
+Progress = Callable[[str, int, int], None]
+#: pause between calls so one runtime's spinning worker threads do not steal the next one's CPU
+GAP_S = 0.02
+
+
+@dataclass
+class BenchConfig:
+    preset: str = "tiny-sd"
+    #: latent sizes (height = width); the pixel size is 8× for an SD VAE
+    latents: list[int] = field(default_factory=lambda: [32, 64, 96])
+    runs: int = 7
+    warmup: int = 1
+    threads: int | None = None
+    torch_compile: bool = True
+    batch: int = 1
+    #: a built artifact to bench instead of compiling one (must cover the bench sizes)
+    artifact: Path | None = None
+
+
+def _feeds(spec: Any, latent: int, batch: int) -> dict[str, np.ndarray]:
+    sizes = {"batch": batch, "height": latent, "width": latent}
+    return {k: v.numpy() for k, v in spec.sample_inputs(sizes, seed=1).items()}
+
+
+def _build(config: BenchConfig, work: Path, threads: int, say: Progress) -> list[bl.Baseline]:
+    """Export, compile and load every row once (none of this is timed)."""
+    from difforge import compile as compile_artifact
+    from difforge.config import CompileConfig, ExportConfig, ResolutionRange
+    from difforge.export.components import components_for
+    from difforge.export.exporter import resolve_resolution
+    from difforge.export.sources import load_source
+
+    steps = 6
+    say("set up baselines", 0, steps)
+    source = load_source(config.preset, None, 0)
+    factor = source.vae_scale_factor
+    lo, hi = min(config.latents) * factor, max(config.latents) * factor
+    # every row covers the bench sizes: the preset's range widened to them
+    wide = replace(
+        source, resolution=resolve_resolution(source.resolution, ResolutionRange(lo, lo, hi))
+    )
+    component = components_for(wide, max_batch=config.batch)["denoiser"]
+    module = component.module.eval()
+    rows = [bl.torch_eager(module, threads)]
+    say("set up baselines", 1, steps)
+    if config.torch_compile:
+        rows.append(bl.torch_compiled(module, threads))
+    say("set up baselines", 2, steps)
+    plain = bl.plain_export(module, component.spec, work / "plain" / "model.onnx")
+    rows.append(
+        bl.ort_session(
+            plain,
+            threads,
+            "torch.onnx.export + ORT default",
+            "dynamo export, default SessionOptions (what Optimum gives)",
+        )
+    )
+    say("set up baselines", 3, steps)
+    rows.append(bl.openvino(plain, threads, "f32"))
+    rows.append(bl.openvino(plain, threads, None))
+    say("set up baselines", 4, steps)
+    artifact = config.artifact or compile_artifact(
+        CompileConfig(
+            ExportConfig(
+                output=work / "artifact",
+                preset=config.preset,
+                resolution=ResolutionRange(lo, lo, hi),
+                max_batch=config.batch,
+                verify=False,
+            ),
+            threads=threads,
+        )
+    )
+    say("set up baselines", 5, steps)
+    rows.append(bl.difforge_artifact(artifact, threads))
+    say("set up baselines", 6, steps)
+    return rows
+
+
+def _max_error(got: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.max(np.abs(got.astype(np.float64) - ref.astype(np.float64))))
+
+
+def run_bench(config: BenchConfig, progress: Progress | None = None) -> dict[str, Any]:
+    import torch
+
+    say: Progress = progress or (lambda *_: None)
+    threads = config.threads or os.cpu_count() or 1
+    machine = describe_machine(threads)
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in config.__dict__.items()}
+    results: dict[str, Any] = {"config": settings, "machine": machine, "latents": []}
+    with tempfile.TemporaryDirectory(prefix="difforge-bench-") as tmp:
+        rows = _build(config, Path(tmp), threads, say)
+        from difforge.export.components import components_for
+        from difforge.export.sources import load_source
+
+        spec = components_for(load_source(config.preset, None, 0), config.batch)["denoiser"].spec
+        for latent in config.latents:
+            feeds = _feeds(spec, latent, config.batch)
+            live = [r for r in rows if r.infer is not None]
+            ref = live[0].infer(feeds)  # type: ignore[misc]  # PyTorch eager is row 0
+            outputs: dict[str, np.ndarray] = {}
+            failed: dict[str, str] = {}
+            for row in live:  # warm-up (and torch.compile's compilation at this shape)
+                try:
+                    for _ in range(config.warmup):
+                        outputs[row.name] = row.infer(feeds)  # type: ignore[misc]
+                except Exception as exc:  # a runtime failing at one size keeps its row
+                    failed[row.name] = bl._first_line(exc)
+            timed = [r for r in live if r.name not in failed]
+            samples: dict[str, list[float]] = {r.name: [] for r in timed}
+            for i in range(config.runs):
+                order = timed[i % len(timed) :] + timed[: i % len(timed)]  # rotate the order
+                for row in order:
+                    time.sleep(GAP_S)
+                    t0 = time.perf_counter()
+                    row.infer(feeds)  # type: ignore[misc]
+                    samples[row.name].append(time.perf_counter() - t0)
+                say(f"{latent}² latents", i + 1, config.runs)
+            entries = []
+            eager_p50 = summarize(samples[rows[0].name])["p50"] if rows[0].name in samples else 0
+            for row in rows:
+                entry: dict[str, Any] = {
+                    "name": row.name,
+                    "precision": row.precision,
+                    "note": row.note,
+                    "fp32": row.fp32,
+                }
+                if row.name in samples:
+                    stats = summarize(samples[row.name])
+                    entry.update(
+                        stats=stats,
+                        ratio=eager_p50 / stats["p50"] if eager_p50 else None,
+                        max_abs_error=_max_error(outputs[row.name], ref),
+                    )
+                else:
+                    entry["note"] = failed.get(row.name, row.note)
+                entries.append(entry)
+            results["latents"].append(
+                {"latent": latent, "rows": entries, "pixels": latent * 8, "batch": config.batch}
+            )
+        del torch
+    results["load_average_after"] = list(os.getloadavg())
+    return results

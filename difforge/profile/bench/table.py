@@ -1,0 +1,62 @@
+"""Bench results -> the Markdown block written into docs/perf.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from difforge.profile.machine import flag_summary
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f}"
+
+
+def verdict(rows: list[dict[str, Any]]) -> str:
+    """Whether difforge's fp32 row is at least as fast (p50) as every other fp32 row."""
+    ours = next((r for r in rows if r["name"].startswith("difforge") and "stats" in r), None)
+    if ours is None or ours["precision"] != "fp32":
+        return "difforge row missing"
+    others = [r for r in rows if r is not ours and r.get("fp32") and "stats" in r]
+    slower = [r["name"] for r in others if r["stats"]["p50"] < ours["stats"]["p50"]]
+    return "fastest fp32 row" if not slower else "slower than " + ", ".join(slower)
+
+
+def render_block(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    libs = ", ".join(f"{k} {v}" for k, v in m["libraries"].items())
+    lines = [
+        f"Machine: {m['cpu_model']}, {m['logical_cpus']} logical CPUs, {m['threads']} threads "
+        f"for every runtime; flags: {flag_summary(m)}.",
+        f"Libraries: {libs}. Python {m['python']}, {m['os']}.",
+        f"Load average (1/5/15 min) at start {', '.join(f'{x:.1f}' for x in m['load_average'])}"
+        f", at end {', '.join(f'{x:.1f}' for x in result.get('load_average_after', []))}: "
+        "other work shared these cores, so read the ratios more than the absolute times.",
+        "",
+        f"Denoiser of `{result['config']['preset']}`, batch {result['config']['batch']}, "
+        f"{result['config']['runs']} timed calls per row after warm-up, rows alternating call "
+        "by call (rotating order). Spread = p10–p90. Ratio = PyTorch eager p50 / row p50 "
+        "(> 1 is faster). Error = max |row − PyTorch eager fp32|.",
+    ]
+    for block in result["latents"]:
+        lines += [
+            "",
+            f"### {block['latent']}² latents ({block['pixels']}×{block['pixels']} px)",
+            "",
+            "| runtime | precision | p50 ms | p10–p90 ms | vs eager | max error | note |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in block["rows"]:
+            if "stats" not in row:
+                lines.append(
+                    f"| {row['name']} | {row['precision']} | – | – | – | – | {row['note']} |"
+                )
+                continue
+            s = row["stats"]
+            ratio = f"{row['ratio']:.2f}×" if row.get("ratio") else "–"
+            lines.append(
+                f"| {row['name']} | {row['precision']} | {_ms(s['p50'])} | "
+                f"{_ms(s['p10'])}–{_ms(s['p90'])} | {ratio} | {row['max_abs_error']:.1e} | "
+                f"{row['note']} |"
+            )
+        lines += ["", f"difforge fp32: **{verdict(block['rows'])}**."]
+    return "\n".join(lines)

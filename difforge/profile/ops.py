@@ -1,0 +1,121 @@
+"""Per-op time from ONNX Runtime's profiler, grouped by op type and by source module.
+
+ONNX Runtime names each kernel event ``<node name>_kernel_time``. Nodes it creates while
+optimising the session (layout transforms, its own fusions) carry names derived from the
+graph node they replace, or new names; those are matched to the graph node whose name they
+start with, else reported as ``(runtime-inserted)``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from difforge.profile.modules import label
+
+_SUFFIX = "_kernel_time"
+#: suffixes ONNX Runtime appends to node names it rewrites (NCHWc, fused activations, ...)
+_ORT_SUFFIX = re.compile(r"(_token_\d+|_nchwc)$")
+#: ONNX Runtime's NCHWc layout conversions between plain and blocked tensors
+LAYOUT_OPS = ("ReorderInput", "ReorderOutput")
+LAYOUT = "(layout conversion)"
+UNMAPPED = "(runtime-inserted)"
+
+
+@dataclass
+class Trace:
+    """Kernel events of one component's trace: (node name, op type, seconds)."""
+
+    component: str
+    run_s: float = 0.0
+    kernels: list[tuple[str, str, float]] = field(default_factory=list)
+
+
+def read_trace(component: str, path: Path, first: int = 0, count: int | None = None) -> Trace:
+    """Kernel events of session runs ``first`` .. ``first + count - 1`` (all by default)."""
+    events: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))
+    runs = sorted(
+        (float(ev.get("ts", 0)), float(ev.get("dur", 0)))
+        for ev in events
+        if ev.get("cat") == "Session" and ev.get("name") == "model_run"
+    )
+    chosen = runs[first : None if count is None else first + count]
+    trace = Trace(component)
+    if not chosen:
+        return trace
+    start, end = chosen[0][0], chosen[-1][0] + chosen[-1][1]
+    trace.run_s = sum(dur for _, dur in chosen) / 1e6
+    for ev in events:
+        name = str(ev.get("name", ""))
+        in_window = start <= float(ev.get("ts", 0)) <= end
+        if ev.get("cat") == "Node" and name.endswith(_SUFFIX) and in_window:
+            op = str(ev.get("args", {}).get("op_name", "?"))
+            trace.kernels.append((name[: -len(_SUFFIX)], op, float(ev.get("dur", 0)) / 1e6))
+    return trace
+
+
+def kernel_share(trace: Trace) -> float:
+    return sum(s for _, _, s in trace.kernels) / trace.run_s if trace.run_s else 0.0
+
+
+def resolve_module(node: str, modules: dict[str, str]) -> str | None:
+    """The module of a profiled node: its name, else with ONNX Runtime's decorations removed
+    (``node_mul_66/QuickGeluFusion/``, ``conv2d_27_nchwc``, ``..._token_12``)."""
+    if node in modules:
+        return modules[node]
+    base = node.split("/", 1)[0]
+    for _ in range(3):
+        if base in modules:
+            return modules[base]
+        stripped = _ORT_SUFFIX.sub("", base)
+        if stripped == base:
+            break
+        base = stripped
+    return modules.get(base)
+
+
+def group(traces: list[Trace], modules: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """The ``ops`` section of the report from traces and each component's node->module map."""
+    profiled = sum(t.run_s for t in traces)
+    kernel = sum(s for t in traces for _, _, s in t.kernels)
+    by_op: dict[tuple[str, str], list[float]] = {}
+    by_module: dict[tuple[str, str], list[float]] = {}
+    mapped = 0.0
+    for trace in traces:
+        table = modules.get(trace.component, {})
+        for node, op, seconds in trace.kernels:
+            by_op.setdefault((trace.component, op), []).append(seconds)
+            module = resolve_module(node, table)
+            if module is not None:
+                mapped += seconds
+            elif op in LAYOUT_OPS:
+                module = LAYOUT
+            key = (trace.component, module if module is not None else UNMAPPED)
+            by_module.setdefault(key, []).append(seconds)
+
+    def rows(table: dict[tuple[str, str], list[float]], modules_too: bool) -> list[dict[str, Any]]:
+        out = []
+        for (component, name), times in table.items():
+            row: dict[str, Any] = {
+                "component": component,
+                "name": label(name) if modules_too and not name.startswith("(") else name,
+                "seconds": sum(times),
+                "share": sum(times) / kernel if kernel else 0.0,
+                "calls": len(times),
+            }
+            if modules_too:
+                row["module"] = name
+            out.append(row)
+        return sorted(out, key=lambda r: -r["seconds"])
+
+    return {
+        "profiled_s": profiled,
+        "kernel_s": kernel,
+        "coverage": kernel / profiled if profiled else 0.0,
+        "module_coverage": mapped / kernel if kernel else 0.0,
+        "by_op_type": rows(by_op, False),
+        "by_module": rows(by_module, True),
+    }

@@ -1,0 +1,161 @@
+"""report.json -> report.md: the tables people paste into design docs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from difforge.profile.plots import STAGE_LABELS
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f}"
+
+
+def mib(nbytes: float) -> str:
+    return f"{nbytes / 2**20:.0f} MiB"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def latency_table(latency: dict[str, Any]) -> str:
+    rows = []
+    total = latency["total"]["p50"]
+    for name, summary in [*latency["stages"].items(), ("other", latency["other"])]:
+        rows.append(
+            [
+                STAGE_LABELS.get(name, name),
+                ms(summary["p50"]),
+                ms(summary["p90"]),
+                ms(summary["p99"]),
+                ms(summary["min"]),
+                f"{summary['p50'] / total:.0%}",
+            ]
+        )
+    call = latency["denoiser_call"]
+    rows.append(
+        [
+            "denoiser, per call",
+            ms(call["p50"]),
+            ms(call["p90"]),
+            ms(call["p99"]),
+            ms(call["min"]),
+            "",
+        ]
+    )
+    t = latency["total"]
+    rows.append(["**total**", ms(t["p50"]), ms(t["p90"]), ms(t["p99"]), ms(t["min"]), "100%"])
+    return table(["stage", "p50 ms", "p90 ms", "p99 ms", "min ms", "share of p50"], rows)
+
+
+def ops_table(rows: list[dict[str, Any]], top: int = 15) -> str:
+    body = [
+        [r["component"], r["name"], ms(r["seconds"]), f"{r['share']:.1%}", str(r["calls"])]
+        for r in rows[:top]
+    ]
+    return table(["component", "name", "ms", "share", "calls"], body)
+
+
+def render(report: dict[str, Any]) -> str:
+    s, art, m = report["settings"], report["artifact"], report["machine"]
+    cold, roof, ops = report["cold_start"], report["roofline"], report["ops"]
+    unresolved = roof.get("unresolved_nodes", 0)
+    missing = f"; {unresolved} nodes without shapes" if unresolved else ""
+    parts = [
+        f"# difforge profile: {art['source']} ({art['precision']}, {art['backend']})",
+        "",
+        f"Artifact `{art['path']}`; {s['resolution']}px, batch {s['batch']}, {s['steps']} steps; "
+        f"{s['runs']} timed runs after {s['warmup']} warm-up; threads: "
+        f"{s['threads'] if s['threads'] is not None else 'as built'}.",
+        f"Machine: {m['cpu_model']}, {m['logical_cpus']} logical CPUs, flags "
+        f"{', '.join(m['cpu_flags'])}; load average at start "
+        f"{', '.join(f'{x:.1f}' for x in m.get('load_average', []))}.",
+        "",
+        "## Latency",
+        "",
+        latency_table(report["latency"]),
+        "",
+        "## Cold start (fresh process)",
+        "",
+        table(
+            [
+                "interpreter",
+                "imports",
+                "load (hash check + sessions)",
+                "first generation",
+                "peak RSS",
+            ],
+            [
+                [
+                    ms(cold["interpreter_s"]),
+                    ms(cold["import_s"]),
+                    ms(cold["load_s"]),
+                    ms(cold["first_run_s"]),
+                    mib(cold["peak_rss_bytes"]),
+                ]
+            ],
+        ),
+        "",
+        "Session creation (ms): "
+        + ", ".join(f"{k} {ms(v)}" for k, v in cold["session_create_s"].items()),
+        "",
+        f"Peak resident memory: {mib(report['memory']['peak_rss_bytes'])} "
+        f"({report['memory']['method']}).",
+        "",
+        "## Roofline (denoiser)",
+        "",
+        f"{roof['flops_per_call'] / 1e9:.2f} GFLOP per call (Conv, MatMul, Gemm, attention"
+        f"{missing}"
+        f"); p50 call {ms(roof['call_p50_s'])} ms → **{roof['achieved_gflops']:.1f} GFLOP/s**, "
+        f"against a measured peak of {roof['peak_gflops']:.1f} GFLOP/s "
+        f"({roof.get('peak_method', '')}): **{roof['ratio']:.1%} of peak**.",
+        "",
+        "## Where the time goes (ONNX Runtime profiler, one generation)",
+        "",
+        f"Kernel time {ms(ops['kernel_s'])} ms of {ms(ops['profiled_s'])} ms in session runs "
+        f"({ops['coverage']:.0%}); {ops.get('module_coverage', 0):.0%} of kernel time mapped "
+        "to a PyTorch module.",
+        "",
+        "### By source module",
+        "",
+        ops_table(ops["by_module"]),
+        "",
+        "### By op type",
+        "",
+        ops_table(ops["by_op_type"]),
+    ]
+    sweep = report.get("sweep")
+    if sweep:
+        rows = []
+        for p in sweep["points"]:
+            lat = p["latency"]
+            rows.append(
+                [
+                    str(p["resolution"]),
+                    ms(lat["total"]["p50"]),
+                    *[ms(lat["stages"][k]["p50"]) for k in lat["stages"]],
+                    mib(p["peak_rss_bytes"]),
+                ]
+            )
+        stages = list(sweep["points"][0]["latency"]["stages"])
+        exps = sweep["growth_exponent"]
+        rows.append(
+            [
+                "**k** (∝ pixels^k)",
+                *[f"{exps[k]:.2f}" if exps.get(k) is not None else "–" for k in ("total", *stages)],
+                "",
+            ]
+        )
+        parts += [
+            "",
+            "## Against resolution",
+            "",
+            table(
+                ["px", "total ms", *[STAGE_LABELS.get(k, k) + " ms" for k in stages], "peak RSS"],
+                rows,
+            ),
+        ]
+    return "\n".join(parts) + "\n"

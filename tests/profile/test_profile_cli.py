@@ -1,0 +1,32 @@
+"""The commands as the main CLI runs them: user errors are one line and exit status 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from difforge.cli import cli
+from difforge.profile.cli import bench_command, profile_command
+
+
+def _group() -> object:
+    cli.add_command(profile_command)  # what difforge/cli.py does; idempotent
+    cli.add_command(bench_command)
+    return cli
+
+
+def test_profile_of_a_missing_artifact_is_a_one_line_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(_group(), ["profile", str(tmp_path / "nope"), "-q"])  # type: ignore[arg-type]
+    assert result.exit_code == 2
+    assert "artifact not found" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_bad_options_are_user_errors(tmp_path: Path) -> None:
+    runner = CliRunner()
+    group = _group()
+    bad = runner.invoke(group, ["profile", str(tmp_path), "--sweep", "x", "-q"])  # type: ignore[arg-type]
+    assert bad.exit_code == 2 and "--sweep" in bad.output
+    bad = runner.invoke(group, ["bench", "--resolutions", "0", "-q"])  # type: ignore[arg-type]
+    assert bad.exit_code == 2 and "positive" in bad.output
