@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+from difforge.runtime.tokenizer import _bytes_to_unicode
+
 CORPUS = [
     "a",
     "photo",
@@ -163,25 +165,8 @@ CORPUS = [
 NUM_MERGES = 400
 
 
-def bytes_to_unicode() -> dict[int, str]:
-    # CLIP's (and GPT-2's) reversible byte -> printable character table.
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs], strict=True))
-
-
 def main(out_dir: str) -> None:
-    enc = bytes_to_unicode()
+    enc = _bytes_to_unicode()
     words = collections.Counter(
         (*tuple(enc[b] for b in w.encode("utf-8")[:-1]), enc[w.encode("utf-8")[-1]] + "</w>")
         for w in (w.lower().strip(",.") for w in CORPUS)

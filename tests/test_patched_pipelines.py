@@ -23,7 +23,7 @@ CASES = [
     ("tiny-sd", "raunet", 256),
     ("tiny-lk-unet", "reparam", 128),
     ("tiny-dit", "clear:radius=8", 128),
-    ("tiny-flux", "clear:radius=4", 128),
+    ("tiny-flux", "clear:radius=8", 256),
 ]
 
 

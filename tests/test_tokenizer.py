@@ -36,6 +36,7 @@ def _theirs(tok: object, prompts: list[str]) -> np.ndarray:
         "naïve café — “quotes” ½ ²",
         "word " * 100,
         "<|endoftext|> inside",
+        ":\U00031350 x\U0002ebf0",  # CJK Extensions H and I: newer than unicodedata
     ],
 )
 def test_matches_transformers(pair: tuple[CLIPTokenizer, object], prompt: str) -> None:
@@ -43,8 +44,14 @@ def test_matches_transformers(pair: tuple[CLIPTokenizer, object], prompt: str) -
     np.testing.assert_array_equal(ours([prompt]), _theirs(theirs, [prompt]))
 
 
+# Code points this Python's Unicode database does not know may be classified differently by
+# the newer tables behind transformers' tokenizer; the known newer ideograph blocks are
+# handled and tested explicitly above.
+_KNOWN = st.characters(exclude_categories=("Cn", "Cs"))
+
+
 @settings(max_examples=60, deadline=None)
-@given(st.text(max_size=40))
+@given(st.text(_KNOWN, max_size=40))
 def test_matches_transformers_on_any_text(text: str) -> None:
     from transformers import CLIPTokenizer as HFTokenizer
 

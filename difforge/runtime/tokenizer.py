@@ -31,6 +31,9 @@ _SPACE_CHARS = (
     "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 )
 _SPACES = frozenset(_SPACE_CHARS)
+# CJK ideograph blocks newer than Python 3.10's Unicode tables (Extensions H and I, Unicode
+# 15 and 15.1): unassigned to unicodedata, letters to the Rust regex transformers uses.
+_NEWER_IDEOGRAPHS = ((0x31350, 0x323AF), (0x2EBF0, 0x2EE5D))
 _WHITESPACE = re.compile("[" + re.escape(_SPACE_CHARS) + "]+")
 
 
@@ -54,6 +57,8 @@ def _bytes_to_unicode() -> dict[int, str]:
 def _kind(ch: str) -> str:
     cat = unicodedata.category(ch)
     if cat[0] == "L":
+        return "L"
+    if cat == "Cn" and any(lo <= ord(ch) <= hi for lo, hi in _NEWER_IDEOGRAPHS):
         return "L"
     if cat[0] == "N":
         return "N"

@@ -74,8 +74,8 @@ def test_parse_errors(text: str, message: str) -> None:
 
 def test_unknown_patch_lists_known_ones() -> None:
     with pytest.raises(DifforgeError) as info:
-        create_patch("redilate:scale=2,tau=30")
-    assert "unknown patch 'redilate'" in str(info.value)
+        create_patch("freeu:b1=1.1")
+    assert "unknown patch 'freeu'" in str(info.value)
     assert "clear, linfusion, msw-msa" in str(info.value)
 
 
