@@ -33,6 +33,9 @@ ATTENTION_CASES = [
     (9, 9, 70, 3, 1, "disc", F32, 24, None),  # T over one block; head dim not a power of 2
     (11, 10, 5, 0, 3, "disc", BF16, 16, AttentionTiles(8, 16, 4, 16)),
     (10, 11, 0, 6, 2, "square", F16, 16, AttentionTiles(16, 8, 8, 8)),
+    (17, 19, 2, 0, 12, "disc", F16, 16, None),  # interior blocks skip the mask (all visible)
+    (13, 21, 3, 2, 5, "disc", F32, 16, AttentionTiles(8, 16, 8, 16, num_warps=8)),
+    (9, 19, 0, 0, 4, "disc", BF16, 16, AttentionTiles(8, 16, 8, 8, num_warps=8)),
 ]
 
 
