@@ -17,45 +17,17 @@ from torch.export import Dim
 
 
 def tiny_unet(seed: int = 0) -> torch.nn.Module:
-    """The lead's tiny-sd UNet (random weights, eval)."""
-    from diffusers import UNet2DConditionModel
+    """The tiny-sd preset's U-Net (random weights, eval)."""
+    from difforge.export.sources.presets import tiny_sd_unet
 
-    torch.manual_seed(seed)
-    return UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=64,
-        attention_head_dim=8,
-        norm_num_groups=8,
-        sample_size=32,
-    ).eval()
+    return tiny_sd_unet(seed)
 
 
 def tiny_dit(seed: int = 0) -> torch.nn.Module:
-    """The lead's tiny-dit preset, with weights redrawn so that no layer starts at zero."""
-    from diffusers import DiTTransformer2DModel
+    """The tiny-dit preset's transformer (no layer left at zero)."""
+    from difforge.export.sources.presets import tiny_dit_transformer
 
-    torch.manual_seed(seed)
-    model = DiTTransformer2DModel(
-        num_attention_heads=2,
-        attention_head_dim=16,
-        in_channels=4,
-        out_channels=8,
-        num_layers=2,
-        sample_size=16,
-        patch_size=2,
-        num_embeds_ada_norm=1000,
-        norm_type="ada_norm_zero",
-    ).eval()
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            # DiT zero-initialises its adaLN-Zero gates and output layer: undo that.
-            if param.abs().max() == 0:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
-    return model
+    return tiny_dit_transformer(seed)
 
 
 def unet_inputs(h: int, w: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -107,11 +107,13 @@ def tiny_clip() -> torch.nn.Module:
     ).eval()
 
 
-def tiny_sd(seed: int = 0) -> SourceModel:
+def tiny_sd_unet(seed: int = 0) -> torch.nn.Module:
+    """tiny-sd's U-Net: two cross-attention levels (32/64 channels), attention at full latent
+    resolution, so attention cost dominates as the resolution grows."""
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
+    return UNet2DConditionModel(
         sample_size=32,
         block_out_channels=(32, 64),
         layers_per_block=1,
@@ -121,6 +123,30 @@ def tiny_sd(seed: int = 0) -> SourceModel:
         attention_head_dim=8,
         norm_num_groups=8,
     ).eval()
+
+
+def tiny_dit_transformer(seed: int = 0) -> torch.nn.Module:
+    """tiny-dit's class-conditioned DiT, with no layer left at its zero initialisation."""
+    from diffusers import DiTTransformer2DModel
+
+    torch.manual_seed(seed)
+    transformer = DiTTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=4,
+        out_channels=8,
+        num_layers=2,
+        sample_size=16,
+        patch_size=2,
+        num_embeds_ada_norm=1000,
+        norm_type="ada_norm_zero",
+    ).eval()
+    _no_zero_layers(transformer)
+    return transformer
+
+
+def tiny_sd(seed: int = 0) -> SourceModel:
+    unet = tiny_sd_unet(seed)
     vae = tiny_vae()
     text_encoder = tiny_clip()
     return SourceModel(
@@ -140,21 +166,7 @@ def tiny_sd(seed: int = 0) -> SourceModel:
 
 
 def tiny_dit(seed: int = 0) -> SourceModel:
-    from diffusers import DiTTransformer2DModel
-
-    torch.manual_seed(seed)
-    transformer = DiTTransformer2DModel(
-        num_attention_heads=2,
-        attention_head_dim=16,
-        in_channels=4,
-        out_channels=8,
-        num_layers=2,
-        sample_size=16,
-        patch_size=2,
-        num_embeds_ada_norm=1000,
-        norm_type="ada_norm_zero",
-    ).eval()
-    _no_zero_layers(transformer)
+    transformer = tiny_dit_transformer(seed)
     return SourceModel(
         name="tiny-dit",
         kind="class-to-image",
