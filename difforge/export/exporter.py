@@ -69,6 +69,10 @@ def _create_patches(requests: list[str]) -> list[Any]:
 def _apply_patches(source: SourceModel, created: list[Any]) -> AppliedPatches:
     if not created:
         return AppliedPatches()
+    for patch in created:
+        # Resolution-aware patches (RAU-Net's T1/T2 ratios) default to the build's resolution.
+        if "resolution" in patch.options and patch.options["resolution"] is None:
+            patch.options["resolution"] = source.resolution.default
     reports = [p.apply(source.denoiser) for p in created]
     # A patch knows its variants only once it has seen the model it patches.
     stepped = [p for p in created if len(getattr(p, "variants", lambda: [])()) > 1]
