@@ -7,7 +7,7 @@ STAMP := $(VENV)/.difforge-installed
 TORCH_PIN ?= torch==2.13.0
 DEMO_DIR ?= demo-artifact
 
-.PHONY: venv demo test lint bench clean browser
+.PHONY: venv demo test lint bench clean browser reference
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ browser:
 
 test: venv lint browser
 	$(PY) -m pytest -q
+
+# Retrains the digits reference models from scratch (seeded); today: the judge classifier.
+reference: venv
+	$(PY) scripts/make_reference.py
 
 bench: venv
 	$(PY) scripts/bench.py --out docs/perf.md
