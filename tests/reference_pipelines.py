@@ -15,6 +15,33 @@ from difforge.runtime.step_inputs import msw_msa_shift
 from difforge.runtime.step_plan import StepPlan
 
 
+def clip_tokenizer() -> Any:
+    """transformers' CLIPTokenizer on the vocabulary the presets ship."""
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer(
+        str(VOCAB_DIR / "vocab.json"), str(VOCAB_DIR / "merges.txt"), model_max_length=77
+    )
+
+
+def sd_pipeline(source: SourceModel, scheduler_cls: Any = None) -> Any:
+    """diffusers' StableDiffusionPipeline on a preset's modules and shipped tokenizer files."""
+    import diffusers
+
+    config = {k: v for k, v in source.scheduler_config.items() if k != "_class_name"}
+    tok = clip_tokenizer()
+    return diffusers.StableDiffusionPipeline(
+        vae=source.vae,
+        text_encoder=source.text_encoder,
+        tokenizer=tok,
+        unet=source.denoiser,
+        scheduler=(scheduler_cls or diffusers.DDIMScheduler).from_config(config),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
 def _to_u8(images: np.ndarray) -> np.ndarray:
     return (images * 255).round().astype(np.uint8)
 
@@ -24,11 +51,8 @@ def _flux(
 ) -> np.ndarray:
     """FluxPipeline, fed the tiny CLIP's token states and pooled state as its prompt embeds."""
     import diffusers
-    from transformers import CLIPTokenizer
 
-    tok = CLIPTokenizer(
-        str(VOCAB_DIR / "vocab.json"), str(VOCAB_DIR / "merges.txt"), model_max_length=77
-    )
+    tok = clip_tokenizer()
     ids = torch.tensor(
         tok([prompt], padding="max_length", max_length=77, truncation=True).input_ids
     )
@@ -107,21 +131,7 @@ def patched_reference(
             finally:
                 dit_mod.randn_tensor = original
             return (out * 255).round().astype(np.uint8)
-        from transformers import CLIPTokenizer
-
-        tok = CLIPTokenizer(
-            str(VOCAB_DIR / "vocab.json"), str(VOCAB_DIR / "merges.txt"), model_max_length=77
-        )
-        pipe = diffusers.StableDiffusionPipeline(
-            vae=source.vae,
-            text_encoder=source.text_encoder,
-            tokenizer=tok,
-            unet=source.denoiser,
-            scheduler=sched,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
+        pipe = sd_pipeline(source)
 
         def on_step_end(p: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
             extra = set_step(i + 1)

@@ -99,29 +99,11 @@ def test_resolution_ranges() -> None:
 @pytest.mark.slow
 def test_diffusers_folder_source(tmp_path: Path) -> None:
     """A pipeline saved with save_pretrained exports through --model like a preset."""
-    import diffusers
-    from transformers import CLIPTokenizer
-
     from difforge import ExportConfig, export
-    from difforge.export.sources.presets import VOCAB_DIR, tiny_sd
+    from difforge.export.sources.presets import tiny_sd
+    from tests.reference_pipelines import sd_pipeline
 
-    src = tiny_sd(1)
-    tok = CLIPTokenizer(
-        str(VOCAB_DIR / "vocab.json"), str(VOCAB_DIR / "merges.txt"), model_max_length=77
-    )
-    sched = diffusers.DDIMScheduler.from_config(
-        {k: v for k, v in src.scheduler_config.items() if k != "_class_name"}
-    )
-    pipe = diffusers.StableDiffusionPipeline(
-        vae=src.vae,
-        text_encoder=src.text_encoder,
-        tokenizer=tok,
-        unet=src.denoiser,
-        scheduler=sched,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipe = sd_pipeline(tiny_sd(1))
     folder = tmp_path / "sd"
     pipe.save_pretrained(str(folder))
     out = export(

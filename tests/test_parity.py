@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from difforge.export.sources.presets import VOCAB_DIR, tiny_dit, tiny_sd
+from difforge.export.sources.presets import tiny_dit, tiny_sd
 from difforge.runtime import GenerateRequest, load
 
 pytestmark = pytest.mark.slow
@@ -16,24 +16,11 @@ pytestmark = pytest.mark.slow
 
 def _sd_pipeline(scheduler: str) -> object:
     import diffusers
-    from transformers import CLIPTokenizer
 
-    src = tiny_sd(0)
+    from tests.reference_pipelines import sd_pipeline
+
     cls = {"ddim": diffusers.DDIMScheduler, "euler": diffusers.EulerDiscreteScheduler}[scheduler]
-    sched = cls.from_config({k: v for k, v in src.scheduler_config.items() if k != "_class_name"})
-    tok = CLIPTokenizer(
-        str(VOCAB_DIR / "vocab.json"), str(VOCAB_DIR / "merges.txt"), model_max_length=77
-    )
-    return diffusers.StableDiffusionPipeline(
-        vae=src.vae,
-        text_encoder=src.text_encoder,
-        tokenizer=tok,
-        unet=src.denoiser,
-        scheduler=sched,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    return sd_pipeline(tiny_sd(0), cls)
 
 
 @pytest.mark.parametrize(("scheduler", "steps", "size"), [("ddim", 10, 256), ("euler", 6, 192)])
@@ -113,12 +100,17 @@ def test_flux_matches_diffusers(tmp_path: Path) -> None:
     from difforge.runtime.step_plan import StepPlan
     from tests.reference_pipelines import patched_reference
 
-    cfg = ExportConfig(output=tmp_path / "flux", preset="tiny-flux", max_batch=1,
-                       resolution=ResolutionRange(128, 192, 256))
+    cfg = ExportConfig(
+        output=tmp_path / "flux",
+        preset="tiny-flux",
+        max_batch=1,
+        resolution=ResolutionRange(128, 192, 256),
+    )
     pipe = load(compile(CompileConfig(export=cfg)))
     latents = np.random.default_rng(2).standard_normal((1, 4, 24, 24), dtype=np.float32)
-    ours = pipe(GenerateRequest(prompt="a red boat", steps=5, height=192, width=192,
-                                latents=latents)).images[0]
+    ours = pipe(
+        GenerateRequest(prompt="a red boat", steps=5, height=192, width=192, latents=latents)
+    ).images[0]
     ref = patched_reference("tiny-flux", [], latents, 5, 0, StepPlan(), "a red boat", 0)
     diff = np.abs(ours.astype(int) - ref.astype(int)).max()
     assert diff <= 2, f"max pixel difference {diff}/255"

@@ -13,20 +13,10 @@ DATA = Path("/work/shared/data/scalecrafter")
 
 
 def tiny_unet(seed: int = 0) -> Any:
-    """The tiny-sd preset's UNet config (random seeded weights, eval)."""
-    from diffusers import UNet2DConditionModel
+    """The tiny-sd preset's U-Net (random seeded weights, eval)."""
+    from difforge.export.sources.presets import tiny_sd_unet
 
-    torch.manual_seed(seed)
-    return UNet2DConditionModel(
-        sample_size=32,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=64,
-        attention_head_dim=8,
-        norm_num_groups=8,
-    ).eval()
+    return tiny_sd_unet(seed)
 
 
 def unet_inputs(h: int, w: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -55,20 +55,11 @@ def _randomize_bn(module: nn.Module, generator: torch.Generator) -> None:
 
 def build_tiny_lk_unet(seed: int = 0) -> nn.Module:
     """The tiny-sd UNet config (random seeded weights, eval) with LK/InceptionNeXt convs."""
-    from diffusers import UNet2DConditionModel
     from diffusers.models.resnet import ResnetBlock2D
 
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=32,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=64,
-        attention_head_dim=8,
-        norm_num_groups=8,
-    )
+    from difforge.export.sources.presets import tiny_sd_unet
+
+    unet = tiny_sd_unet(seed)
     for block in list(unet.modules()):
         if isinstance(block, ResnetBlock2D):
             c_in, c_mid = block.conv1.in_channels, block.conv1.out_channels
