@@ -31,13 +31,15 @@ def describe(m: Manifest) -> str:
         lines.append(f"  WEIGHTS ARE RANDOM: {src.get('weights', '')}")
     pipe = m.pipeline
     res = pipe["resolution"]
+    space = ", pixel space (no VAE)" if pipe.get("pixel_space") else ""
     lines.append(
-        f"pipeline: {pipe['type']}; resolution {res['min']}..{res['max']} px "
+        f"pipeline: {pipe['type']}{space}; resolution {res['min']}..{res['max']} px "
         f"(multiple of {res['multiple']}, default {res['default']})"
     )
+    how = " (an input of the denoiser: guidance-distilled)" if pipe.get("guidance_input") else ""
     lines.append(
         f"sampler: {m.scheduler['name']}, default {m.scheduler.get('default_steps')} steps, "
-        f"guidance {pipe.get('default_guidance')}"
+        f"guidance {pipe.get('default_guidance')}{how}"
     )
     lines.append(f"precision: {m.precision}")
     if m.engine:

@@ -7,6 +7,7 @@ scaling; DiT's learned-sigma channels dropped).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -87,6 +88,65 @@ class UNetDenoiser(torch.nn.Module):
             timestep,
             encoder_hidden_states,
             cross_attention_kwargs=kwargs,
+            return_dict=False,
+        )[0]
+
+
+def guidance_embedding(guidance: torch.Tensor, dim: int) -> torch.Tensor:
+    """LCM's guidance-scale embedding: sinusoid(1000·(w − 1), dim), as ``timestep_cond``.
+
+    (diffusers' ``LatentConsistencyModelPipeline.get_guidance_scale_embedding`` with the
+    pipeline's ``w = guidance_scale − 1``.)
+    """
+    w = (guidance.to(torch.float32) - 1.0) * 1000.0
+    half = dim // 2
+    freq = torch.exp(
+        torch.arange(half, dtype=torch.float32, device=w.device)
+        * -(math.log(10000.0) / (half - 1))
+    )
+    angles = w[:, None] * freq[None, :]
+    emb = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+    if dim % 2:
+        emb = torch.nn.functional.pad(emb, (0, 1))
+    return emb
+
+
+class ClassUNetDenoiser(torch.nn.Module):
+    """A class-conditional ``UNet2DConditionModel`` (difforge's digits models).
+
+    The class reaches the U-Net twice, as diffusers allows: through ``num_class_embeds``
+    (added to the time embedding) and as a one-hot token that ``encoder_hid_proj`` maps to
+    the single key of each cross-attention. Guidance-distilled students (``time_cond_proj_dim``
+    set) take the guidance scale as an input instead of running classifier-free guidance.
+    """
+
+    def __init__(self, unet: torch.nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+        config = cast(Any, unet).config
+        self.num_tokens = int(config.encoder_hid_dim)
+        self.cond_dim = int(config.time_cond_proj_dim or 0)
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        class_labels: torch.Tensor,
+        guidance: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        classes = torch.arange(self.num_tokens, device=class_labels.device)
+        one_hot = (class_labels[:, None] == classes[None, :]).to(sample.dtype)[:, None, :]
+        cond = None
+        if self.cond_dim:
+            if guidance is None:
+                raise DifforgeError("this guidance-distilled U-Net needs a guidance input")
+            cond = guidance_embedding(guidance, self.cond_dim).to(sample.dtype)
+        return self.unet(
+            sample,
+            timestep,
+            one_hot,
+            class_labels=class_labels,
+            timestep_cond=cond,
             return_dict=False,
         )[0]
 
@@ -188,6 +248,11 @@ def components_for(
             UNetDenoiser(source.denoiser, tuple(e.name for e in extras)),
         )
     else:
+        is_unet = type(source.denoiser).__name__ == "UNet2DConditionModel"
+        guidance_input = bool(source.extras.get("guidance_input"))
+        # A guidance-distilled student takes the scale as an input: no CFG doubling.
+        batch = Axis(1, 1, max_batch) if guidance_input else cfg_batch
+        guidance = (Tensor("guidance", "float32", ("batch",), ("uniform", 1.0, 4.0)),)
         out["denoiser"] = Component(
             ComponentSpec(
                 role="denoiser",
@@ -195,11 +260,12 @@ def components_for(
                     latent,
                     Tensor("timestep", "float32", ("batch",), "timestep"),
                     Tensor("class_labels", "int64", ("batch",), ("int", source.num_classes + 1)),
+                    *(guidance if guidance_input else ()),
                 ),
                 outputs=(Tensor("noise_pred", "float32", ("batch", channels, "height", "width")),),
-                axes={"batch": cfg_batch, "height": height, "width": width},
+                axes={"batch": batch, "height": height, "width": width},
             ),
-            DiTDenoiser(source.denoiser),
+            ClassUNetDenoiser(source.denoiser) if is_unet else DiTDenoiser(source.denoiser),
         )
     if source.vae is not None:
         f = source.vae_scale_factor

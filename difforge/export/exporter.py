@@ -102,13 +102,24 @@ def _step_plan(applied: AppliedPatches, variant_keys: dict[str, str]) -> StepPla
     return plan
 
 
-def export(config: ExportConfig, reporter: Reporter | None = None) -> Path:
-    """Export every component of a model to ONNX, verify it, and write an export folder."""
+@dataclass
+class PreparedModel:
+    """A source with its patches applied and its exportable components: what the exporter
+    turns into ONNX, and what ``difforge eval`` runs in PyTorch beside the engine."""
+
+    source: SourceModel
+    applied: AppliedPatches
+    components: dict[str, Component]
+
+
+def prepare_model(
+    config: ExportConfig, reporter: Reporter | None = None, patches: list[Any] | None = None
+) -> PreparedModel:
+    """Load ``config``'s source, apply its patches (or the already created ``patches``)."""
     rep = reporter or SilentReporter()
     if config.max_batch < 1:
         raise DifforgeError(f"--max-batch must be at least 1, got {config.max_batch}")
-    check_target(config.output, config.force)
-    created = _create_patches(config.patches)
+    created = patches if patches is not None else _create_patches(config.patches)
     with rep.task(f"load {config.preset or config.model}"):
         source = load_source(config.preset, config.model, config.seed)
     source = replace(source, resolution=resolve_resolution(source.resolution, config.resolution))
@@ -123,6 +134,18 @@ def export(config: ExportConfig, reporter: Reporter | None = None) -> Path:
         for note in report.notes:
             rep.note(f"  {note}")
     components = components_for(source, config.max_batch, applied.extra_inputs())
+    return PreparedModel(source, applied, components)
+
+
+def export(config: ExportConfig, reporter: Reporter | None = None) -> Path:
+    """Export every component of a model to ONNX, verify it, and write an export folder."""
+    rep = reporter or SilentReporter()
+    if config.max_batch < 1:
+        raise DifforgeError(f"--max-batch must be at least 1, got {config.max_batch}")
+    check_target(config.output, config.force)
+    created = _create_patches(config.patches)
+    prepared = prepare_model(config, rep, created)
+    source, applied, components = prepared.source, prepared.applied, prepared.components
     entries: dict[str, ComponentEntry] = {}
     variants = applied.stepped.variants() if applied.stepped is not None else ["base"]
     variant_keys: dict[str, str] = {}
@@ -209,4 +232,8 @@ def pipeline_section(source: SourceModel) -> dict[str, Any]:
     if source.kind == "class-to-image":
         section["num_classes"] = source.num_classes
         section["null_class"] = source.null_class
+    if source.vae is None and source.kind != "flux":
+        section["pixel_space"] = True
+    if source.extras.get("guidance_input"):
+        section["guidance_input"] = True
     return section

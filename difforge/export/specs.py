@@ -37,7 +37,8 @@ class Tensor:
     name: str
     dtype: str
     dims: tuple[int | str, ...]
-    #: How sample inputs are drawn: "normal", "timestep", or ("int", high).
+    #: How sample inputs are drawn: "normal", "timestep", ("int", high) or
+    #: ("uniform", low, high).
     sample: Any = "normal"
 
 
@@ -99,6 +100,9 @@ class ComponentSpec:
                 feeds[tensor.name] = torch.rand(shape, generator=gen) * 999.0
             elif isinstance(tensor.sample, tuple) and tensor.sample[0] == "int":
                 feeds[tensor.name] = torch.randint(0, tensor.sample[1], shape, generator=gen)
+            elif isinstance(tensor.sample, tuple) and tensor.sample[0] == "uniform":
+                low, high = tensor.sample[1], tensor.sample[2]
+                feeds[tensor.name] = low + (high - low) * torch.rand(shape, generator=gen)
             else:
                 feeds[tensor.name] = torch.randn(
                     shape, generator=gen, dtype=_TORCH_DTYPES[tensor.dtype]

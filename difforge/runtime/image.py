@@ -12,7 +12,7 @@ from difforge.errors import DifforgeError
 
 
 def grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
-    """Tile (N, H, W, 3) images into one (rows·H, cols·W, 3) image."""
+    """Tile (N, H, W, C) images into one (rows·H, cols·W, C) image."""
     n, h, w, c = images.shape
     cols = columns or int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / cols))
@@ -24,8 +24,12 @@ def grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
 
 
 def save_png(image: np.ndarray, path: str | Path) -> Path:
-    """Save a (H, W, 3) uint8 image; a half-written file never appears at ``path``."""
+    """Save a (H, W, 3) or grayscale (H, W, 1) uint8 image; a half-written file never
+    appears at ``path``."""
     from PIL import Image
+
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
 
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")

@@ -69,7 +69,8 @@ def load(
     """
     root = Path(artifact)
     manifest = read_manifest(root, verify=verify)
-    missing = [r for r in ROLES if r not in manifest.components]
+    roles = ("denoiser",) if manifest.pipeline.get("pixel_space") else ROLES
+    missing = [r for r in roles if r not in manifest.components]
     if missing:
         raise DifforgeError(f"artifact {root} has no {', '.join(missing)} component")
     check_runtime_versions(manifest)

@@ -137,6 +137,11 @@ class Pipeline:
         }
         return runner.infer(feeds)["noise_pred"]
 
+    @property
+    def guidance_input(self) -> bool:
+        """A guidance-distilled model: the scale is a denoiser input, not two passes."""
+        return bool(self.manifest.pipeline.get("guidance_input"))
+
     def _ndcfg(
         self,
         variant: str,
@@ -231,11 +236,13 @@ class Pipeline:
             req.steps,
             image_seq_len=(req.height // factor) * (req.width // factor),
         )
-        cfg = req.guidance_scale > 1.0
+        cfg = req.guidance_scale > 1.0 and not self.guidance_input
         batch = self._batch_size(req)
 
         t0 = time.perf_counter()
         cond = self._conditioning(req, batch, cfg)
+        if self.guidance_input:
+            cond["guidance"] = np.full((batch,), req.guidance_scale, dtype=np.float32)
         timings["conditioning"] = time.perf_counter() - t0
 
         latents = self._initial_latents(req, batch, sched)
@@ -273,9 +280,12 @@ class Pipeline:
         timings["denoiser"] = sum(step_seconds)
         timings["scheduler_and_host"] = loop - timings["denoiser"]
 
-        t0 = time.perf_counter()
-        decoded = self.runners["vae_decoder"].infer({"latent": latents})["image"]
-        timings["vae_decoder"] = time.perf_counter() - t0
+        if "vae_decoder" in self.runners:
+            t0 = time.perf_counter()
+            decoded = self.runners["vae_decoder"].infer({"latent": latents})["image"]
+            timings["vae_decoder"] = time.perf_counter() - t0
+        else:  # a pixel-space model: the samples are the images
+            decoded = latents
         images = postprocess(decoded)
         timings["total"] = time.perf_counter() - start
         return GenerateResult(

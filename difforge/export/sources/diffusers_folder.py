@@ -15,6 +15,8 @@ from difforge.runtime.schedulers import DIFFUSERS_NAMES
 PIPELINES = {
     "StableDiffusionPipeline": "text-to-image",
     "DiTPipeline": "class-to-image",
+    # difforge's pixel-space class-conditional models (models/digits-*): no VAE.
+    "DifforgeClassPipeline": "class-to-image",
 }
 
 
@@ -98,6 +100,9 @@ def load_folder(path: Path) -> SourceModel:
             f"pipeline {cls_name or '?'} in {path} is not supported (known: {known})"
         )
 
+    if cls_name == "DifforgeClassPipeline":
+        return _pixel_class_model(path, meta)
+
     from diffusers import AutoencoderKL
 
     vae = _load(AutoencoderKL, path / "vae", "vae")
@@ -151,4 +156,53 @@ def load_folder(path: Path) -> SourceModel:
         default_guidance=4.0,
         num_classes=int(transformer.config.num_embeds_ada_norm or 1000),
         null_class=int(transformer.config.num_embeds_ada_norm or 1000),
+    )
+
+
+def _pixel_class_model(path: Path, meta: dict[str, Any]) -> SourceModel:
+    """A pixel-space class-conditional U-Net or DiT (difforge's digits reference models)."""
+    settings: dict[str, Any] = meta.get("difforge") or {}
+    if not isinstance(settings, dict) or "num_classes" not in settings:
+        raise DifforgeError(f"{path / 'model_index.json'} has no 'difforge' settings block")
+    if "unet" in meta:
+        from diffusers import UNet2DConditionModel
+
+        denoiser = _load(UNet2DConditionModel, path / "unet", "unet")
+        factor = 2 ** (len(denoiser.config.block_out_channels) - 1)
+        native = int(denoiser.config.sample_size)
+        resolution = Resolution(min=native, default=native, max=native * 2, multiple=factor)
+    elif "transformer" in meta:
+        from diffusers import DiTTransformer2DModel
+
+        denoiser = _load(DiTTransformer2DModel, path / "transformer", "transformer")
+        native = int(denoiser.config.sample_size)
+        # diffusers' DiT fixes its position table to sample_size: one resolution.
+        resolution = Resolution(
+            min=native, default=native, max=native, multiple=int(denoiser.config.patch_size)
+        )
+    else:
+        raise DifforgeError(f"{path / 'model_index.json'} lists neither a unet nor a transformer")
+    sched_name, sched_config = _scheduler(path)
+    return SourceModel(
+        name=path.name,
+        kind="class-to-image",
+        denoiser=denoiser,
+        vae=None,
+        text_encoder=None,
+        tokenizer_dir=None,
+        scheduler_name=sched_name,
+        scheduler_config=sched_config,
+        resolution=resolution,
+        description={
+            "type": "diffusers",
+            "path": str(path.resolve()),
+            "pipeline": "DifforgeClassPipeline",
+            "random_weights": False,
+            "reference": settings.get("reference"),
+        },
+        default_steps=int(settings.get("default_steps", 50)),
+        default_guidance=float(settings.get("default_guidance", 1.0)),
+        num_classes=int(settings["num_classes"]),
+        null_class=int(settings.get("null_class", settings["num_classes"])),
+        extras={"guidance_input": bool(settings.get("guidance_input"))},
     )
