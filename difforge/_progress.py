@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
+
+Advance = Callable[[int], None]
 
 
 class Reporter(Protocol):
     def task(self, description: str) -> contextlib.AbstractContextManager[None]: ...
 
     def note(self, message: str) -> None: ...
+
+    def progress(
+        self, description: str, total: int
+    ) -> contextlib.AbstractContextManager[Advance]: ...
 
 
 class SilentReporter:
@@ -20,6 +26,9 @@ class SilentReporter:
 
     def note(self, message: str) -> None:
         return None
+
+    def progress(self, description: str, total: int) -> contextlib.AbstractContextManager[Advance]:
+        return contextlib.nullcontext(lambda n: None)
 
 
 class RichReporter:
@@ -39,3 +48,22 @@ class RichReporter:
 
     def note(self, message: str) -> None:
         self.console.print(f"  {message}")
+
+    @contextlib.contextmanager
+    def progress(self, description: str, total: int) -> Iterator[Advance]:
+        """A bar over ``total`` units; the caller advances it by n at a time."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        start = time.perf_counter()
+        bar = Progress(
+            "{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        with bar:
+            task = bar.add_task(description, total=total)
+            yield lambda n: bar.advance(task, n)
+        self.console.print(f"[green]✓[/green] {description} ({time.perf_counter() - start:.1f} s)")

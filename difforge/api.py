@@ -5,11 +5,15 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from difforge._fs import check_target
 from difforge._progress import Reporter, SilentReporter
 from difforge.config import BuildConfig, CompileConfig, ExportConfig
 from difforge.runtime.manifest import Manifest, read_manifest
+
+if TYPE_CHECKING:
+    from difforge.evaluation import EvalReport
 
 
 def export(config: ExportConfig, reporter: Reporter | None = None) -> Path:
@@ -53,6 +57,14 @@ def compile(config: CompileConfig, reporter: Reporter | None = None) -> Path:
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def evaluate(artifact: str | Path, **kwargs: Any) -> EvalReport:
+    """PSNR/SSIM of an artifact's images against its PyTorch source (and, for the digits
+    reference models, class accuracy and FD): see :func:`difforge.evaluation.evaluate`."""
+    from difforge.evaluation import evaluate as run_evaluation
+
+    return run_evaluation(artifact, **kwargs)
 
 
 def info(artifact: str | Path, verify: bool = True) -> Manifest:

@@ -204,8 +204,18 @@ def compile_(backend: str, threads: int, no_optimize: bool, quiet: bool, **kw: A
 @click.option("--prompt", default="", help="Text prompt (text-to-image artifacts).")
 @click.option("--negative-prompt", default="")
 @click.option("--class-label", type=int, default=None, help="Class (class-to-image artifacts).")
+@click.option(
+    "--classes",
+    default=None,
+    help="Several classes as one grid, rows of up to 10: '0-9', '3,1,4', '0-9,0-9'.",
+)
 @click.option("--steps", type=int, default=None, help="Sampler steps (default: the artifact's).")
-@click.option("--guidance", type=float, default=None, help="Classifier-free guidance scale.")
+@click.option(
+    "--guidance",
+    type=float,
+    default=None,
+    help="Guidance scale (classifier-free, or the embedded scale of a distilled student).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--height", type=int, default=None)
 @click.option("--width", type=int, default=None)
@@ -220,6 +230,7 @@ def run(
     prompt: str,
     negative_prompt: str,
     class_label: int | None,
+    classes: str | None,
     steps: int | None,
     guidance: float | None,
     seed: int,
@@ -237,6 +248,18 @@ def run(
     from difforge.runtime.image import grid, save_png
 
     pipe = load(artifact, threads=threads)
+    if classes is not None:
+        if class_label is not None:
+            raise DifforgeError("give --class-label or --classes, not both")
+        labels = parse_classes(classes)
+        images, timings = run_classes(pipe, labels, steps, guidance, seed, scheduler)
+        image = grid(images, columns=min(10, len(labels)))
+        save_png(image, out)
+        if as_json:
+            click.echo(json.dumps({"out": str(out), "classes": labels, "timings": timings}))
+            return
+        click.echo(f"wrote {out} ({len(labels)} images, {image.shape[1]}x{image.shape[0]})")
+        return
     request = GenerateRequest(
         prompt=prompt,
         negative_prompt=negative_prompt,
@@ -275,6 +298,66 @@ def run(
         click.echo(format_timings(result.timings, len(result.step_seconds)))
 
 
+def parse_classes(text: str) -> list[int]:
+    """'0-9,3' -> [0, 1, ..., 9, 3]."""
+    labels: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        lo, sep, hi = part.partition("-")
+        try:
+            if sep:
+                first, last = int(lo), int(hi)
+                if first > last:
+                    raise ValueError
+                labels.extend(range(first, last + 1))
+            else:
+                labels.append(int(part))
+        except ValueError:
+            raise DifforgeError(
+                f"--classes takes numbers and ranges like '0-9' or '3,1,4', got {text!r}"
+            ) from None
+    if not labels:
+        raise DifforgeError("--classes names no class")
+    return labels
+
+
+def run_classes(
+    pipe: Any,
+    labels: list[int],
+    steps: int | None,
+    guidance: float | None,
+    seed: int,
+    scheduler: str | None,
+) -> tuple[Any, dict[str, float]]:
+    """Generate one image per label, in as few calls as the artifact's batch range allows."""
+    import numpy as np
+
+    from difforge.evaluation.run import image_batch_limit
+    from difforge.runtime import GenerateRequest
+
+    if pipe.kind != "class-to-image":
+        raise DifforgeError(f"--classes needs a class-to-image artifact; this one is {pipe.kind}")
+    first = pipe.resolve(
+        GenerateRequest(class_label=labels[0], steps=steps, guidance_scale=guidance)
+    )
+    cfg = first.guidance_scale > 1.0 and not pipe.guidance_input
+    per_call = image_batch_limit(pipe.manifest, cfg)
+    images, total = [], 0.0
+    for i, start in enumerate(range(0, len(labels), per_call)):
+        result = pipe(
+            GenerateRequest(
+                class_label=labels[start : start + per_call],
+                steps=steps,
+                guidance_scale=guidance,
+                seed=seed + i,
+                scheduler=scheduler,
+            )
+        )
+        images.append(result.images)
+        total += result.timings["total"]
+    return np.concatenate(images), {"total": total}
+
+
 def format_timings(timings: dict[str, float], steps: int) -> str:
     rows = [("stage", "ms")]
     for key, value in timings.items():
@@ -282,6 +365,63 @@ def format_timings(timings: dict[str, float], steps: int) -> str:
         rows.append((label, f"{value * 1000:.1f}"))
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{a:<{width}}  {b:>9}" for a, b in rows)
+
+
+@cli.command(name="eval")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--images", type=int, default=4, show_default=True, help="Images compared.")
+@click.option(
+    "--quality-samples",
+    type=int,
+    default=None,
+    help="Samples for class accuracy and FD (digits models; default 1000, 0 skips).",
+)
+@click.option("--steps", type=int, default=None, help="Sampler steps (default: the artifact's).")
+@click.option("--guidance", type=float, default=None, help="Guidance scale.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--prompt", default="a photo of a cat", show_default=True)
+@click.option("--threads", type=int, default=None, help="Intra-op threads (default: as built).")
+@click.option(
+    "--min-psnr", type=float, default=None, help="Exit 1 if the worst PSNR (dB) is below this."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("-q", "--quiet", is_flag=True)
+def evaluate(
+    artifact: Path,
+    images: int,
+    quality_samples: int | None,
+    steps: int | None,
+    guidance: float | None,
+    seed: int,
+    prompt: str,
+    threads: int | None,
+    min_psnr: float | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Compare an artifact's images with its PyTorch source (same seeds): PSNR and SSIM;
+    plus class accuracy and FD for the digits reference models."""
+    from difforge import api
+    from difforge.evaluation.run import format_report
+
+    report = api.evaluate(
+        artifact,
+        images=images,
+        quality_samples=quality_samples,
+        steps=steps,
+        guidance=guidance,
+        seed=seed,
+        prompt=prompt,
+        threads=threads,
+        reporter=_reporter(quiet or as_json),
+    )
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))
+    if min_psnr is not None and report.worst_psnr < min_psnr:
+        click.echo(
+            f"error: worst PSNR {report.worst_psnr:.2f} dB is below --min-psnr {min_psnr}",
+            err=True,
+        )
+        raise SystemExit(1)
 
 
 @cli.command()

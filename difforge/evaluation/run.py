@@ -1,0 +1,239 @@
+"""Run an artifact and its PyTorch source on the same requests; score what they make."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from difforge._progress import Reporter, SilentReporter
+from difforge.errors import DifforgeError
+from difforge.evaluation.fidelity import psnr, ssim
+from difforge.runtime.manifest import Manifest
+from difforge.runtime.pipeline import GenerateRequest, Pipeline
+
+DEFAULT_PROMPT = "a photo of a cat"
+
+
+@dataclass
+class ImageFidelity:
+    seed: int
+    label: str
+    psnr_db: float
+    ssim: float
+
+
+@dataclass
+class EvalReport:
+    artifact: str
+    steps: int
+    guidance: float
+    images: list[ImageFidelity] = field(default_factory=list)
+    #: Accuracy and FD of the engine's samples, for digits reference models.
+    quality: dict[str, Any] | None = None
+
+    @property
+    def worst_psnr(self) -> float:
+        return min(i.psnr_db for i in self.images)
+
+    @property
+    def mean_psnr(self) -> float:
+        return float(np.mean([i.psnr_db for i in self.images]))
+
+    @property
+    def worst_ssim(self) -> float:
+        return min(i.ssim for i in self.images)
+
+    @property
+    def mean_ssim(self) -> float:
+        return float(np.mean([i.ssim for i in self.images]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "artifact": self.artifact,
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "fidelity": {
+                "images": [asdict(i) for i in self.images],
+                "psnr_db": {"worst": self.worst_psnr, "mean": self.mean_psnr},
+                "ssim": {"worst": self.worst_ssim, "mean": self.mean_ssim},
+            },
+            "quality": self.quality,
+        }
+
+
+def torch_pipeline(root: Path, manifest: Manifest, reporter: Reporter) -> Pipeline:
+    """The artifact's pipeline with every component run by its patched PyTorch source."""
+    from difforge.config import ExportConfig, ResolutionRange
+    from difforge.evaluation.torch_runner import TorchRunner
+    from difforge.export.exporter import prepare_model
+    from difforge.export.patches import PatchRequest, create_patch
+
+    source = manifest.source
+    if source.get("type") == "preset":
+        preset, model = str(source["name"]), None
+    elif source.get("type") == "diffusers" and source.get("path"):
+        preset, model = None, Path(str(source["path"]))
+        if not model.is_dir():
+            raise DifforgeError(f"the artifact's source model {model} is not there any more")
+    else:
+        raise DifforgeError(f"cannot rebuild the PyTorch source of {root} ({source.get('type')})")
+    res = manifest.pipeline["resolution"]
+    config = ExportConfig(
+        output=root,
+        preset=preset,
+        model=model,
+        resolution=ResolutionRange(res["min"], res["default"], res["max"]),
+        seed=int(source.get("seed", 0)),
+    )
+    patches = [
+        create_patch(PatchRequest(p["patch"], {k: v for k, v in p["options"].items()}))
+        for p in manifest.patches
+    ]
+    prepared = prepare_model(config, reporter, patches)
+    stepped = prepared.applied.stepped
+    runners: dict[str, Any] = {}
+    for key, entry in manifest.components.items():
+        role, _, variant = key.partition("@")
+        module = prepared.components[role].module
+        before = None
+        if stepped is not None and role == "denoiser":
+            chosen = variant or stepped.variants()[0]
+            before = lambda chosen=chosen: stepped.set_variant(chosen)  # noqa: E731
+        runners[key] = TorchRunner(key, entry, module, before)
+    return Pipeline(root, manifest, runners)
+
+
+def _request(manifest: Manifest, index: int, seed: int, prompt: str, **kw: Any) -> GenerateRequest:
+    if manifest.pipeline["type"] == "class-to-image":
+        label = index % int(manifest.pipeline["num_classes"])
+        return GenerateRequest(class_label=label, seed=seed, **kw)
+    return GenerateRequest(prompt=prompt, seed=seed, **kw)
+
+
+def _label(request: GenerateRequest) -> str:
+    if request.prompt:
+        return repr(request.prompt)
+    return f"class {request.class_label}"
+
+
+def image_batch_limit(manifest: Manifest, cfg: bool) -> int:
+    """Most images per call the denoiser's batch range allows (CFG doubles each)."""
+    axes = manifest.components["denoiser"].axes.get("batch")
+    top = int(axes[2]) if axes else 1
+    return max(1, top // 2 if cfg else top)
+
+
+def digit_quality(
+    engine: Pipeline,
+    samples: int,
+    steps: int | None,
+    guidance: float | None,
+    seed: int,
+    reporter: Reporter,
+) -> dict[str, Any]:
+    """Class accuracy and FD of ``samples`` engine samples, 10 classes in turn."""
+    import torch
+
+    from difforge.reference.quality import MIN_FD_SAMPLES, balanced_labels, score
+
+    labels = balanced_labels(samples)
+    req = engine.resolve(GenerateRequest(class_label=0, steps=steps, guidance_scale=guidance))
+    assert req.guidance_scale is not None
+    cfg = req.guidance_scale > 1.0 and not engine.guidance_input
+    per_call = image_batch_limit(engine.manifest, cfg)
+    images = []
+    with reporter.progress("digit quality", total=samples) as advance:
+        for batch, start in enumerate(range(0, samples, per_call)):
+            chunk = [int(x) for x in labels[start : start + per_call]]
+            result = engine(
+                GenerateRequest(
+                    class_label=chunk, steps=steps, guidance_scale=guidance, seed=seed + batch
+                )
+            )
+            images.append(result.images)
+            advance(len(chunk))
+    q = score(np.concatenate(images), torch.as_tensor(labels))
+    return {
+        "accuracy": q.accuracy,
+        "fd": q.fd,
+        "samples": q.samples,
+        "fd_reliable": q.samples >= MIN_FD_SAMPLES,
+        "steps": req.steps,
+        "guidance": req.guidance_scale,
+    }
+
+
+def evaluate(
+    artifact: str | Path,
+    *,
+    images: int = 4,
+    quality_samples: int | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
+    seed: int = 0,
+    prompt: str = DEFAULT_PROMPT,
+    threads: int | None = None,
+    reporter: Reporter | None = None,
+) -> EvalReport:
+    """PSNR/SSIM of ``images`` engine images against PyTorch's (same seeds and schedule);
+    for digits reference models, also accuracy and FD over ``quality_samples`` (default
+    1,000; 0 skips)."""
+    from difforge.runtime import load
+
+    rep = reporter or SilentReporter()
+    if images < 1:
+        raise DifforgeError(f"--images must be at least 1, got {images}")
+    root = Path(artifact)
+    with rep.task(f"load engine {root}"):
+        engine = load(root, threads=threads)
+    manifest = engine.manifest
+    reference = torch_pipeline(root, manifest, rep)
+    first = engine.resolve(
+        _request(manifest, 0, seed, prompt, steps=steps, guidance_scale=guidance)
+    )
+    assert first.steps is not None and first.guidance_scale is not None
+    report = EvalReport(str(root), first.steps, first.guidance_scale)
+    with rep.progress("engine vs PyTorch", total=images) as advance:
+        for i in range(images):
+            req = _request(manifest, i, seed + i, prompt, steps=steps, guidance_scale=guidance)
+            ours = engine(req).images[0]
+            theirs = reference(req).images[0]
+            report.images.append(
+                ImageFidelity(seed + i, _label(req), psnr(ours, theirs), ssim(ours, theirs))
+            )
+            advance(1)
+    is_digits = manifest.source.get("reference") == "digits"
+    wanted = quality_samples if quality_samples is not None else (1000 if is_digits else 0)
+    if wanted and not is_digits:
+        raise DifforgeError("accuracy and FD need a digits reference model (models/digits-*)")
+    if wanted:
+        report.quality = digit_quality(engine, wanted, steps, guidance, seed, rep)
+    return report
+
+
+def format_report(report: EvalReport) -> str:
+    lines = [
+        f"{report.artifact}: {len(report.images)} images, {report.steps} steps, "
+        f"guidance {report.guidance}",
+        f"{'seed':>6}  {'request':<24} {'PSNR dB':>8} {'SSIM':>8}",
+    ]
+    for i in report.images:
+        shown = "identical" if math.isclose(i.psnr_db, 100.0) else f"{i.psnr_db:.2f}"
+        lines.append(f"{i.seed:>6}  {i.label:<24} {shown:>8} {i.ssim:>8.5f}")
+    lines.append(
+        f"PSNR worst {report.worst_psnr:.2f} dB, mean {report.mean_psnr:.2f} dB; "
+        f"SSIM worst {report.worst_ssim:.5f}, mean {report.mean_ssim:.5f} "
+        "(PSNR 100 = identical images)"
+    )
+    if report.quality:
+        q = report.quality
+        note = "" if q["fd_reliable"] else " (FD from fewer than 1,000 samples: biased upward)"
+        lines.append(
+            f"digits: class accuracy {q['accuracy']:.4f}, FD {q['fd']:.2f} over "
+            f"{q['samples']} samples{note}"
+        )
+    return "\n".join(lines)
