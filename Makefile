@@ -20,10 +20,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The trained digits U-Net (models/digits-unet): compile, describe, a 3x10 grid of digits by
+# class, then the engine against PyTorch (PSNR/SSIM) and the judge's accuracy/FD.
 demo: venv
-	$(VENV)/bin/difforge compile --preset tiny-sd -o $(DEMO_DIR) --force
+	$(VENV)/bin/difforge compile --model models/digits-unet -o $(DEMO_DIR) --max-batch 10 --force
 	$(VENV)/bin/difforge info $(DEMO_DIR)
-	$(VENV)/bin/difforge run $(DEMO_DIR) --prompt "a photo of a cat" --steps 20 --seed 0 --out demo.png
+	$(VENV)/bin/difforge run $(DEMO_DIR) --classes 0-9,0-9,0-9 --seed 0 --out demo.png
+	$(VENV)/bin/difforge eval $(DEMO_DIR) --images 4 --quality-samples 1000
 
 lint: venv
 	$(VENV)/bin/ruff check difforge tests scripts
@@ -38,7 +41,8 @@ browser:
 test: venv lint browser
 	$(PY) -m pytest -q
 
-# Retrains the digits reference models from scratch (seeded); today: the judge classifier.
+# Retrains every digits reference model from scratch, seeded (judge, teachers, students,
+# LinFusion and CLEAR distillations): about half an hour on 2 cores. CI does not run it.
 reference: venv
 	$(PY) scripts/make_reference.py
 

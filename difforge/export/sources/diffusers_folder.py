@@ -48,8 +48,10 @@ def _scheduler(folder: Path) -> tuple[str, dict[str, Any]]:
 def _load(cls: Any, folder: Path, what: str) -> Any:
     if not folder.is_dir():
         raise DifforgeError(f"missing {what} folder: {folder}")
+    # diffusers' models would warn that `accelerate` is missing; load them the plain way.
+    extra = {"low_cpu_mem_usage": False} if cls.__module__.startswith("diffusers") else {}
     try:
-        return cls.from_pretrained(str(folder), local_files_only=True).eval()
+        return cls.from_pretrained(str(folder), local_files_only=True, **extra).eval()
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DifforgeError(f"cannot load {what} from {folder}: {first}") from None
