@@ -183,6 +183,30 @@ def _by_guidance(
     return out
 
 
+def _calling(card: dict[str, Any]) -> str:
+    """How to call the denoiser by hand (what ``reference.architectures.Denoiser`` does)."""
+    common = (
+        "Rectified flow: x_s = (1 - s) x0 + s noise, timestep = s * 1000, output v = noise - x0; "
+        "sample with `FlowMatchEulerDiscreteScheduler` (scheduler/) from s = 1 to 0."
+    )
+    if card["architecture"].startswith("diffusers DiTTransformer2DModel") or "dit" in card.get(
+        "base", ""
+    ):
+        call = "`transformer(x, timestep=t, class_labels=labels).sample`; label 10 = no class."
+    else:
+        call = (
+            "`unet(x, t, encoder_hidden_states=F.one_hot(labels, 11)[:, None].float(), "
+            "class_labels=labels).sample`; label 10 = no class"
+        )
+        if "guidance-scale embedding" in card["architecture"]:
+            call += (
+                ", plus `timestep_cond=guidance_embedding(w, 32)` "
+                "(`difforge.export.components`, LCM's embedding of w - 1)"
+            )
+        call += "."
+    return f"Calling it: {call} {common} `difforge.reference.architectures.Denoiser` wraps this."
+
+
 def _readme(card: dict[str, Any]) -> str:
     m = card["metrics"]
     t = card["training"]
@@ -206,6 +230,8 @@ Written by `scripts/make_reference.py` (`make reference`); do not edit by hand.
 - **Date**: {card["date"]}
 
 {usage}
+
+{_calling(card)}
 """
 
 
@@ -694,6 +720,8 @@ def main() -> None:
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
         parser.error(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(STAGES)}")
+    if args.quick and args.out.resolve() == (Path("models")).resolve():
+        parser.error("--quick writes throwaway models: give it another --out")
     budget = QUICK if args.quick else Budget()
     rep = Reporter(Console(stderr=True), args.out / "judge")
     start = time.perf_counter()
@@ -722,6 +750,12 @@ def main() -> None:
             "torch": torch.__version__,
         }
         (args.out / "reference-run.json").write_text(json.dumps(record, indent=2) + "\n")
+    from difforge.reference.folders import read_card
+
+    for name, _ in QUALITY_MODELS:  # README.md always follows card.json
+        if (args.out / name / "card.json").is_file():
+            card = read_card(args.out / name)
+            (args.out / name / "README.md").write_text(_readme(card), encoding="utf-8")
     table = quality_table(args.out)
     if not args.quick:
         args.quality_doc.write_text(quality_doc(args.out, table))
