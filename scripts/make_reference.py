@@ -372,42 +372,82 @@ def stage_students(out: Path, rep: Reporter, budget: Budget) -> None:
     _save_model(out, "digits-unet-1step", one, card, 1, TEACHER_GUIDANCE)
 
 
-def stage_linfusion(out: Path, rep: Reporter, budget: Budget) -> None:
+@dataclass
+class Distilled:
+    """A patched copy of a teacher after attention distillation."""
+
+    student: torch.nn.Module
+    layers: list[str]
+    training: dict[str, Any]
+
+
+def _distill(
+    out: Path,
+    rep: Reporter,
+    base: str,
+    patch: str,
+    options: dict[str, Any],
+    trainable: Callable[[torch.nn.Module], list[torch.nn.Parameter]],
+    cfg: Any,
+) -> Distilled:
+    """Patch a copy of ``base`` and train the parameters ``trainable`` picks on it."""
     import copy
 
     from difforge.export.patches import get_patch_class
     from difforge.reference.distill import distill_attention
+    from difforge.reference.folders import load_denoiser
+
+    split = load_digits_split()
+    teacher = load_denoiser(out / base)
+    student = copy.deepcopy(teacher)
+    layers = list(get_patch_class(patch)(**options).apply(student).replaced)
+    params = trainable(student)
+    start = time.perf_counter()
+    rep.train(
+        patch,
+        cfg.steps,
+        lambda up: distill_attention(
+            teacher, student, layers, params, split.train_images, split.train_labels, cfg, up
+        ),
+    )
+    training = {**asdict(cfg), **_environment(time.perf_counter() - start)}
+    return Distilled(student, layers, training)
+
+
+def _patched_base(out: Path, base: str, patch: str, options: dict[str, Any]) -> torch.nn.Module:
+    """The base model with the shipped patch weights: measured the way a user runs it."""
+    from difforge.export.patches import get_patch_class
+    from difforge.reference.folders import load_denoiser
+
+    model = load_denoiser(out / base)
+    get_patch_class(patch)(**options).apply(model)
+    return model
+
+
+def stage_linfusion(out: Path, rep: Reporter, budget: Budget) -> None:
     from difforge.reference.folders import (
         folder_bytes,
-        load_denoiser,
         save_linfusion_checkpoint,
         staged,
         write_card,
     )
 
-    split = load_digits_split()
-    teacher = load_denoiser(out / "digits-unet")
-    student = copy.deepcopy(teacher)
-    report = get_patch_class("linfusion")().apply(student)
-    layers = list(report.replaced)
-    modules = dict(student.named_modules())
-    trainable = [p for name in layers for p in modules[name].parameters()]
+    def trainable(student: torch.nn.Module) -> list[torch.nn.Parameter]:
+        # Every parameter of the replaced modules, as the authors' distill.py trains.
+        from difforge.export.patches.linfusion import GeneralizedLinearAttention
+
+        return [
+            p
+            for m in student.modules()
+            if isinstance(m, GeneralizedLinearAttention)
+            for p in m.parameters()
+        ]
+
     cfg = _train_cfg(budget.linfusion, lr=1e-3, warmup=20, ema=0.0)
-    start = time.perf_counter()
-    rep.train(
-        "linfusion",
-        cfg.steps,
-        lambda up: distill_attention(
-            teacher, student, layers, trainable, split.train_images, split.train_labels, cfg, up
-        ),
-    )
-    seconds = time.perf_counter() - start
-    folder = out / "digits-unet-linfusion"
-    with staged(folder) as tmp:
-        save_linfusion_checkpoint(tmp, student)
-        # Measured the way a user runs it: the base model + the patch reading the checkpoint.
-        patched = load_denoiser(out / "digits-unet")
-        get_patch_class("linfusion")(checkpoint=tmp).apply(patched)
+    done = _distill(out, rep, "digits-unet", "linfusion", {}, trainable, cfg)
+    with staged(out / "digits-unet-linfusion") as tmp:
+        save_linfusion_checkpoint(tmp, done.student)
+        patched = _patched_base(out, "digits-unet", "linfusion", {"checkpoint": tmp})
         metrics = _measure(patched, TEACHER_STEPS, TEACHER_GUIDANCE, budget, rep, "linfusion")
         card = make_card(
             "digits-unet-linfusion",
@@ -417,10 +457,10 @@ def stage_linfusion(out: Path, rep: Reporter, budget: Budget) -> None:
             "LinFusion distill.py at small scale: only the linear-attention modules train "
             "(initialised from the original to_q/k/v/out, projection MLPs from zero); loss "
             "MSE(v, target) + 0.5 MSE(v, v_teacher) + 0.5 sum_layers MSE(attn, attn_teacher)",
-            f"digits-unet with {len(layers)} GeneralizedLinearAttention layers",
+            f"digits-unet with {len(done.layers)} GeneralizedLinearAttention layers",
             patched,
             folder_bytes(tmp),
-            {**asdict(cfg), **_environment(seconds)},
+            done.training,
             metrics,
             base="digits-unet",
             patch="linfusion:checkpoint=models/digits-unet-linfusion",
@@ -431,46 +471,31 @@ def stage_linfusion(out: Path, rep: Reporter, budget: Budget) -> None:
 
 
 def stage_clear(out: Path, rep: Reporter, budget: Budget) -> None:
-    import copy
-
-    from difforge.export.patches import get_patch_class
-    from difforge.reference.distill import distill_attention
     from difforge.reference.folders import (
         CLEAR_WEIGHTS,
         folder_bytes,
-        load_denoiser,
         save_clear_weights,
         staged,
         write_card,
     )
 
-    split = load_digits_split()
-    teacher = load_denoiser(out / "digits-dit")
-    student = copy.deepcopy(teacher)
-    report = get_patch_class("clear")(radius=4).apply(student)
-    layers = list(report.replaced)
-    modules = dict(student.named_modules())
-    trainable = [
-        p
-        for name in layers
-        for sub in ("to_q", "to_k", "to_v", "to_out")
-        for p in getattr(modules[name], sub).parameters()
-    ]
+    def trainable(student: torch.nn.Module) -> list[torch.nn.Parameter]:
+        # CLEAR fine-tunes the attention projections it swaps in (.attn.to_q/k/v/out).
+        from difforge.export.patches.clear import ClearAttnProcessor
+
+        return [
+            p
+            for m in student.modules()
+            if isinstance(getattr(m, "processor", None), ClearAttnProcessor)
+            for sub in ("to_q", "to_k", "to_v", "to_out")
+            for p in getattr(m, sub).parameters()
+        ]
+
     cfg = _train_cfg(budget.clear, lr=5e-4, warmup=20, ema=0.0)
-    start = time.perf_counter()
-    rep.train(
-        "clear",
-        cfg.steps,
-        lambda up: distill_attention(
-            teacher, student, layers, trainable, split.train_images, split.train_labels, cfg, up
-        ),
-    )
-    seconds = time.perf_counter() - start
-    folder = out / "digits-dit-clear"
-    with staged(folder) as tmp:
-        weights = save_clear_weights(tmp, student, layers)
-        patched = load_denoiser(out / "digits-dit")
-        get_patch_class("clear")(radius=4, weights=weights).apply(patched)
+    done = _distill(out, rep, "digits-dit", "clear", {"radius": 4}, trainable, cfg)
+    with staged(out / "digits-dit-clear") as tmp:
+        weights = save_clear_weights(tmp, done.student, done.layers)
+        patched = _patched_base(out, "digits-dit", "clear", {"radius": 4, "weights": weights})
         metrics = _measure(patched, TEACHER_STEPS, TEACHER_GUIDANCE, budget, rep, "clear")
         card = make_card(
             "digits-dit-clear",
@@ -480,10 +505,10 @@ def stage_clear(out: Path, rep: Reporter, budget: Budget) -> None:
             "attention distillation with only the patched attention projections trainable; "
             "loss MSE(v, target) + 0.5 MSE(v, v_teacher) + 0.5 sum_layers MSE(attn, "
             "attn_teacher)",
-            f"digits-dit with {len(layers)} CLEAR attentions (r=4, strict disc)",
+            f"digits-dit with {len(done.layers)} CLEAR attentions (r=4, strict disc)",
             patched,
             folder_bytes(tmp),
-            {**asdict(cfg), **_environment(seconds)},
+            done.training,
             metrics,
             base="digits-dit",
             patch=f"clear:radius=4,weights=models/digits-dit-clear/{CLEAR_WEIGHTS}",
