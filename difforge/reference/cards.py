@@ -245,5 +245,8 @@ the 1-step student follows it, trading FD for accuracy as guidance does):
   tokens; its q/k/v/out projections fine-tuned with the same loss. Shipped as CLEAR's
   attention weights for `digits-dit`.
 
-Reproduce: `make reference` (seeded; writes `models/`, this file, and each model's card).
+Reproduce: `make reference` (seeded; writes `models/`, this file, and each model's card). Two
+runs on the same machine and thread count give bit-identical weights (checked with the
+script's `--quick` budgets); other CPUs or thread counts may differ in the last bits, and so
+in the metrics' last digits.
 """
