@@ -253,7 +253,7 @@ def run(
             raise DifforgeError("give --class-label or --classes, not both")
         labels = parse_classes(classes)
         images, timings = run_classes(pipe, labels, steps, guidance, seed, scheduler)
-        image = grid(images, columns=min(10, len(labels)))
+        image = grid(images, columns=min(10, len(labels)), gap=2, fill=255)
         save_png(image, out)
         if as_json:
             click.echo(json.dumps({"out": str(out), "classes": labels, "timings": timings}))

@@ -111,7 +111,7 @@ def test_run_writes_a_class_grid(digits_student_artifact: Path, tmp_path: Path) 
     )
     assert result.exit_code == 0, result.output
     with Image.open(out) as img:
-        assert img.size == (320, 32) and img.mode == "L"
+        assert img.size == (10 * 32 + 9 * 2, 32) and img.mode == "L"  # 2-px gaps
     bad = CliRunner().invoke(cli, ["run", str(digits_student_artifact), "--classes", "9-0"])
     assert bad.exit_code == 2 and "--classes takes" in bad.output
 

@@ -11,15 +11,20 @@ import numpy as np
 from difforge.errors import DifforgeError
 
 
-def grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
-    """Tile (N, H, W, C) images into one (rows·H, cols·W, C) image."""
+def grid(
+    images: np.ndarray, columns: int | None = None, gap: int = 0, fill: int = 0
+) -> np.ndarray:
+    """Tile (N, H, W, C) images into one image, ``gap`` pixels of ``fill`` between tiles."""
     n, h, w, c = images.shape
     cols = columns or int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / cols))
-    out = np.zeros((rows * h, cols * w, c), dtype=images.dtype)
+    out = np.full(
+        (rows * h + (rows - 1) * gap, cols * w + (cols - 1) * gap, c), fill, dtype=images.dtype
+    )
     for i, img in enumerate(images):
         r, col = divmod(i, cols)
-        out[r * h : (r + 1) * h, col * w : (col + 1) * w] = img
+        y, x = r * (h + gap), col * (w + gap)
+        out[y : y + h, x : x + w] = img
     return out
 
 
