@@ -518,6 +518,16 @@ def stage_clear(out: Path, rep: Reporter, budget: Budget) -> None:
         write_card(tmp, card, readme(card))
 
 
+def update_readme_table(readme_path: Path, table: str) -> None:
+    """Replace the table between README's quality-table markers, if it has them."""
+    start, end = "<!-- quality-table: written by make reference -->\n", "\n<!-- /quality-table -->"
+    text = readme_path.read_text(encoding="utf-8") if readme_path.is_file() else ""
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        tail = rest.split(end, 1)[1]
+        readme_path.write_text(head + start + table + end + tail, encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("models"))
@@ -568,6 +578,7 @@ def main() -> None:
     table = quality_table(args.out)
     if not args.quick:
         args.quality_doc.write_text(quality_doc(args.out, table))
+        update_readme_table(Path("README.md"), table)
     rep.console.print(table)
     rep.console.print(f"all stages: {time.perf_counter() - start:.0f} s")
 
