@@ -49,6 +49,8 @@ def make_couplings(
     on_batch: Callable[[int], None] | None = None,
     batch_size: int = 256,
 ) -> Couplings:
+    """``count`` teacher ODE solutions (``steps`` Euler steps, CFG at a seeded random scale
+    in ``guidance_range``), classes in turn: the student's training pairs."""
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn((count, 1, 32, 32), generator=gen)
     labels = torch.arange(count) % NUM_CLASSES
