@@ -332,7 +332,6 @@ def run_classes(
     """Generate one image per label, in as few calls as the artifact's batch range allows."""
     import numpy as np
 
-    from difforge.evaluation.run import image_batch_limit
     from difforge.runtime import GenerateRequest
 
     if pipe.kind != "class-to-image":
@@ -340,8 +339,7 @@ def run_classes(
     first = pipe.resolve(
         GenerateRequest(class_label=labels[0], steps=steps, guidance_scale=guidance)
     )
-    cfg = first.guidance_scale > 1.0 and not pipe.guidance_input
-    per_call = image_batch_limit(pipe.manifest, cfg)
+    per_call = pipe.images_per_call(first.guidance_scale)
     images, total = [], 0.0
     for i, start in enumerate(range(0, len(labels), per_call)):
         result = pipe(

@@ -42,3 +42,29 @@ print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))
 """
     assert json.loads(_python(code)) == []
     assert png.stat().st_size > 0
+
+
+def test_class_grid_run_stays_torch_free(tmp_path: Path) -> None:
+    """`run --classes` on a pixel-space digits artifact (exported here, so torch is allowed in
+    this process, not in the child)."""
+    from difforge import CompileConfig, ExportConfig, compile
+    from difforge.reference.folders import MODELS_DIR
+
+    art = compile(
+        CompileConfig(
+            export=ExportConfig(output=tmp_path / "a", model=MODELS_DIR / "digits-unet-1step")
+        )
+    )
+    png = tmp_path / "grid.png"
+    code = f"""
+import sys, json
+from difforge.cli import main
+sys.argv = ["difforge", "run", {str(art)!r}, "--classes", "0-4", "--out", {str(png)!r}, "-q"]
+try:
+    main()
+except SystemExit as exc:
+    assert not exc.code, exc.code
+print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))
+"""
+    assert json.loads(_python(code)) == []
+    assert png.stat().st_size > 0

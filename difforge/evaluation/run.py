@@ -120,13 +120,6 @@ def _label(request: GenerateRequest) -> str:
     return f"class {request.class_label}"
 
 
-def image_batch_limit(manifest: Manifest, cfg: bool) -> int:
-    """Most images per call the denoiser's batch range allows (CFG doubles each)."""
-    axes = manifest.components["denoiser"].axes.get("batch")
-    top = int(axes[2]) if axes else 1
-    return max(1, top // 2 if cfg else top)
-
-
 def digit_quality(
     engine: Pipeline,
     samples: int,
@@ -143,8 +136,7 @@ def digit_quality(
     labels = balanced_labels(samples)
     req = engine.resolve(GenerateRequest(class_label=0, steps=steps, guidance_scale=guidance))
     assert req.guidance_scale is not None
-    cfg = req.guidance_scale > 1.0 and not engine.guidance_input
-    per_call = image_batch_limit(engine.manifest, cfg)
+    per_call = engine.images_per_call(req.guidance_scale)
     images = []
     with reporter.progress("digit quality", total=samples) as advance:
         for batch, start in enumerate(range(0, samples, per_call)):

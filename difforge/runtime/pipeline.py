@@ -137,6 +137,14 @@ class Pipeline:
         }
         return runner.infer(feeds)["noise_pred"]
 
+    def images_per_call(self, guidance_scale: float) -> int:
+        """Most images one generation call may hold: the denoiser's batch range, halved when
+        classifier-free guidance doubles every image."""
+        cfg = guidance_scale > 1.0 and not self.guidance_input
+        limits = self.manifest.components["denoiser"].axes.get("batch")
+        top = int(limits[2]) if limits else 1
+        return max(1, top // 2 if cfg else top)
+
     @property
     def guidance_input(self) -> bool:
         """A guidance-distilled model: the scale is a denoiser input, not two passes."""
