@@ -13,17 +13,14 @@ method's authors release them: a LinFusion checkpoint folder, CLEAR's attention 
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
 import torch
 
+from difforge._fs import staged_folder
 from difforge.errors import DifforgeError
 from difforge.reference.architectures import NULL_CLASS
 from difforge.reference.data import NUM_CLASSES
@@ -32,19 +29,9 @@ MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 PIPELINE_CLASS = "DifforgeClassPipeline"
 
 
-@contextmanager
-def staged(target: Path) -> Iterator[Path]:
-    """Write a folder beside ``target`` and swap it in only when complete."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        yield tmp
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+def staged(target: Path) -> contextlib.AbstractContextManager[Path]:
+    """Write a model folder beside ``target`` and swap it in only when complete."""
+    return staged_folder(target, force=True)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -85,28 +72,10 @@ def save_pipeline(
 
 
 def load_denoiser(folder: Path) -> torch.nn.Module:
-    """The denoiser of a shipped pipeline folder, in eval mode."""
-    index = folder / "model_index.json"
-    if not index.is_file():
-        raise DifforgeError(f"{folder} is not a reference model folder (no model_index.json)")
-    meta = json.loads(index.read_text())
-    if "unet" in meta:
-        from diffusers import UNet2DConditionModel
+    """The denoiser of a shipped pipeline folder, in eval mode (the exporter's loader)."""
+    from difforge.export.sources.diffusers_folder import load_folder
 
-        return cast(
-            torch.nn.Module,
-            UNet2DConditionModel.from_pretrained(
-                str(folder / "unet"), local_files_only=True, low_cpu_mem_usage=False
-            ),
-        ).eval()
-    from diffusers import DiTTransformer2DModel
-
-    return cast(
-        torch.nn.Module,
-        DiTTransformer2DModel.from_pretrained(
-            str(folder / "transformer"), local_files_only=True, low_cpu_mem_usage=False
-        ),
-    ).eval()
+    return load_folder(folder).denoiser
 
 
 def save_linfusion_checkpoint(folder: Path, model: torch.nn.Module) -> list[str]:
