@@ -123,3 +123,14 @@ def test_clear_distilled_dit_compiles_and_matches_pytorch(tmp_path: Path) -> Non
     artifact = _compile(tmp_path / "a", "digits-dit", [f"clear:radius=4,weights={weights}"])
     report = api.evaluate(artifact, images=2, quality_samples=0, steps=10)
     assert report.worst_psnr >= MIN_PSNR
+
+
+def test_stage_timings_add_up_without_a_vae(digits_unet_artifact: Path) -> None:
+    from difforge.runtime import GenerateRequest, load
+
+    result = load(digits_unet_artifact)(GenerateRequest(class_label=[1, 2], steps=3))
+    timings = dict(result.timings)
+    total = timings.pop("total")
+    assert timings["vae_decoder"] == 0.0
+    assert set(timings) == {"conditioning", "denoiser", "scheduler_and_host", "vae_decoder"}
+    assert sum(timings.values()) == pytest.approx(total, rel=1e-9)

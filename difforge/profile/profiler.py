@@ -178,7 +178,11 @@ def profile(config: ProfileConfig, progress: Progress | None = None) -> dict[str
         "difforge_version": __version__,
         "artifact": {
             "path": str(config.artifact),
-            "source": str(manifest.source.get("name") or manifest.source.get("preset") or "?"),
+            "source": str(
+                manifest.source.get("name")
+                or manifest.source.get("preset")
+                or Path(str(manifest.source.get("path") or "?")).name
+            ),
             "precision": manifest.precision,
             "backend": str((manifest.engine or {}).get("backend", "ort")),
             "session": dict((manifest.engine or {}).get("session", {})),

@@ -294,8 +294,14 @@ class Pipeline:
             timings["vae_decoder"] = time.perf_counter() - t0
         else:  # a pixel-space model: the samples are the images
             decoded = latents
+            timings["vae_decoder"] = 0.0
         images = postprocess(decoded)
         timings["total"] = time.perf_counter() - start
+        # Host work outside the loop (request checks, scheduler set-up, initial noise, uint8
+        # conversion) is host time too: with it the stages add up to the total.
+        timings["scheduler_and_host"] += timings["total"] - sum(
+            v for k, v in timings.items() if k != "total"
+        )
         return GenerateResult(
             images=images,
             timings=timings,
