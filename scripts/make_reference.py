@@ -39,6 +39,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from difforge._fs import staged_folder
 from difforge.reference.cards import (
     CHECK_SAMPLES,
     CHECK_SEED,
@@ -245,9 +246,9 @@ def _train_cfg(steps: int, **kw: Any) -> Any:
 def _save_model(
     out: Path, name: str, model: torch.nn.Module, card: dict[str, Any], steps: int, guidance: float
 ) -> None:
-    from difforge.reference.folders import folder_bytes, save_pipeline, staged, write_card
+    from difforge.reference.folders import folder_bytes, save_pipeline, write_card
 
-    with staged(out / name) as tmp:
+    with staged_folder(out / name, force=True) as tmp:
         save_pipeline(tmp, model, default_steps=steps, default_guidance=guidance)
         card["weights_bytes"] = folder_bytes(tmp)
         write_card(tmp, card, readme(card))
@@ -428,7 +429,6 @@ def stage_linfusion(out: Path, rep: Reporter, budget: Budget) -> None:
     from difforge.reference.folders import (
         folder_bytes,
         save_linfusion_checkpoint,
-        staged,
         write_card,
     )
 
@@ -445,7 +445,7 @@ def stage_linfusion(out: Path, rep: Reporter, budget: Budget) -> None:
 
     cfg = _train_cfg(budget.linfusion, lr=1e-3, warmup=20, ema=0.0)
     done = _distill(out, rep, "digits-unet", "linfusion", {}, trainable, cfg)
-    with staged(out / "digits-unet-linfusion") as tmp:
+    with staged_folder(out / "digits-unet-linfusion", force=True) as tmp:
         save_linfusion_checkpoint(tmp, done.student)
         patched = _patched_base(out, "digits-unet", "linfusion", {"checkpoint": tmp})
         metrics = _measure(patched, TEACHER_STEPS, TEACHER_GUIDANCE, budget, rep, "linfusion")
@@ -475,7 +475,6 @@ def stage_clear(out: Path, rep: Reporter, budget: Budget) -> None:
         CLEAR_WEIGHTS,
         folder_bytes,
         save_clear_weights,
-        staged,
         write_card,
     )
 
@@ -493,7 +492,7 @@ def stage_clear(out: Path, rep: Reporter, budget: Budget) -> None:
 
     cfg = _train_cfg(budget.clear, lr=5e-4, warmup=20, ema=0.0)
     done = _distill(out, rep, "digits-dit", "clear", {"radius": 4}, trainable, cfg)
-    with staged(out / "digits-dit-clear") as tmp:
+    with staged_folder(out / "digits-dit-clear", force=True) as tmp:
         weights = save_clear_weights(tmp, done.student, done.layers)
         patched = _patched_base(out, "digits-dit", "clear", {"radius": 4, "weights": weights})
         metrics = _measure(patched, TEACHER_STEPS, TEACHER_GUIDANCE, budget, rep, "clear")

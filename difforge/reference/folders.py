@@ -13,25 +13,18 @@ method's authors release them: a LinFusion checkpoint folder, CLEAR's attention 
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 from typing import Any, cast
 
 import torch
 
-from difforge._fs import staged_folder
 from difforge.errors import DifforgeError
 from difforge.reference.architectures import NULL_CLASS
 from difforge.reference.data import NUM_CLASSES
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 PIPELINE_CLASS = "DifforgeClassPipeline"
-
-
-def staged(target: Path) -> contextlib.AbstractContextManager[Path]:
-    """Write a model folder beside ``target`` and swap it in only when complete."""
-    return staged_folder(target, force=True)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
