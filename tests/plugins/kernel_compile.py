@@ -2,11 +2,13 @@
 
 The interpreter runs the kernels' Python, not what the compiler accepts: this builds real
 cubins for sm_90 (ptxas ships with triton), with the argument specialisation a launch on
-contiguous tensors would get, and prints one line per kernel with its register use.
+contiguous tensors would get, and prints one line per kernel with its register use and the
+copies its software-pipelined loops keep in flight.
 Used by ``test_kernels_compile.py``; also handy by hand: ``python tests/plugins/kernel_compile.py``.
 """
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -24,13 +26,15 @@ import difforge.plugins.kernels.depthwise_conv as dw
 import difforge.plugins.kernels.local_attention as la
 
 TARGET = GPUTarget("cuda", 90, 32)
+# Pointer argument kinds: the tensor dtype, fp32 scratch, int32 index lists.
+POINTERS = {"ptr": "", "ptr32": "*fp32", "ptri32": "*i32"}
 BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
 
 
 def compile_kernel(
     fn: Any, values: dict[str, Any], consts: dict[str, Any], dtype: str, **options: int
 ) -> str:
-    """``values``: runtime argument -> example ("ptr", "ptr32", a float or an int)."""
+    """``values``: runtime argument -> example (a :data:`POINTERS` kind, a float or an int)."""
     signature: dict[str, str] = {}
     attrs: dict[tuple[int, ...], list[list[Any]]] = {}
     consts = dict(consts)
@@ -40,8 +44,8 @@ def compile_kernel(
             signature[name] = "constexpr"
             continue
         value = values[name]
-        if value in ("ptr", "ptr32"):
-            signature[name] = "*fp32" if value == "ptr32" else f"*{dtype}"
+        if value in POINTERS:
+            signature[name] = POINTERS[value] or f"*{dtype}"
             attrs[(i,)] = [["tt.divisibility", 16]]
         elif isinstance(value, float):
             signature[name] = "fp32"
@@ -64,7 +68,18 @@ def compile_kernel(
             text=True,
             check=True,
         ).stdout
-    return next(line.split(" CONSTANT")[0].strip() for line in usage.splitlines() if "REG:" in line)
+    usage = next(line.split(" CONSTANT")[0] for line in usage.splitlines() if "REG:" in line)
+    usage = usage.strip()
+    return f"{usage} WAITS:{','.join(loop_waits(kernel.asm['ttgir'])) or '-'}"
+
+
+def loop_waits(ttgir: str) -> list[str]:
+    """How many async copies each pipelined loop keeps in flight at its wait (0: none).
+
+    Waits inside a software-pipelined loop name the copies they wait for; the drains after
+    a loop do not, so only the former are listed.
+    """
+    return re.findall(r"ttg\.async_wait %[^{]*\{num = (\d+)", ttgir)
 
 
 def _strides(prefixes: str, heads: int, n: int, d: int) -> dict[str, int]:
@@ -82,12 +97,14 @@ def main() -> None:
     cases.append(("bf16", 512, 64, False, la.TILE_CANDIDATES[0]))
     for dtype, t, p, disc, tiles in cases:
         n = t + h * w
-        values = dict(Q="ptr", K="ptr", V="ptr", Out="ptr", heads=heads, H=h, W=w, T=t, P=p,
-                      radius=16, tiles_x=w // tiles.qx, scale_log2=0.18,
+        values = dict(Q="ptr", K="ptr", V="ptr", Out="ptr", FullCount="ptri32",
+                      FullIndex="ptri32", PartialCount="ptri32", PartialIndex="ptri32",
+                      heads=heads, H=h, W=w, T=t, P=p, radius=16, tiles_x=w // tiles.qx,
+                      blocks_x=w // tiles.kx, full_width=7, partial_width=24, scale_log2=0.18,
                       **_strides("qkvo", heads, n, d))  # fmt: skip
-        consts = dict(IS_DISC=disc, HEAD_DIM=d, QY=tiles.qy, QX=tiles.qx, KY=tiles.ky,
-                      KX=tiles.kx, BLOCK_D=d, BLOCK_G=tiles.block_g, PRECISION="tf32",
-                      DOT_F32=False)  # fmt: skip
+        consts = dict(IS_DISC=disc, LIST=tiles.schedule == "list", HEAD_DIM=d, QY=tiles.qy,
+                      QX=tiles.qx, KY=tiles.ky, KX=tiles.kx, BLOCK_D=d, BLOCK_G=tiles.block_g,
+                      PRECISION="tf32", DOT_F32=False)  # fmt: skip
         usage = compile_kernel(la._image_query_kernel, values, consts, dtype,
                                num_warps=tiles.num_warps, num_stages=tiles.num_stages)  # fmt: skip
         print("image", dtype, "disc" if disc else "square", tiles, usage)

@@ -30,3 +30,11 @@ def test_kernels_compile_for_sm90() -> None:
     assert kinds == ["image"] * images + ["global", "merge", "toeplitz", "direct"], lines
     # Spilling to the stack would make the GPU timings meaningless.
     assert all("STACK:0 " in line for line in lines if not line.startswith("direct")), lines
+    # Deeper pipelines keep copies in flight in every loop: the block lists' two loops
+    # (full, partial) and the text and pooled spans.
+    for line in lines[: images - 1]:
+        waits = line.rsplit("WAITS:", 1)[1].split(",")
+        if "num_stages=3" in line:
+            assert all(int(w) >= 1 for w in waits), line
+        if "schedule='list'" in line:
+            assert len(waits) == 4, line

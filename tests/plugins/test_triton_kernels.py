@@ -23,6 +23,7 @@ from difforge.plugins.kernels.local_attention import (
 )
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
+LIST = AttentionTiles(8, 8, 4, 8, schedule="list")
 
 ATTENTION_CASES = [
     # h, w, T, P, radius, window, dtype, head dim, tiles
@@ -36,6 +37,14 @@ ATTENTION_CASES = [
     (17, 19, 2, 0, 12, "disc", F16, 16, None),  # interior blocks skip the mask (all visible)
     (13, 21, 3, 2, 5, "disc", F32, 16, AttentionTiles(8, 16, 8, 16, num_warps=8)),
     (9, 19, 0, 0, 4, "disc", BF16, 16, AttentionTiles(8, 16, 8, 8, num_warps=8)),
+    # The block-list schedule: full (unmasked) and partial blocks, borders, text and pooled keys.
+    # (Block counts, full / partial, with LIST's tiles: 10/106, 6/50, 24/80, 8/0, 0/20.)
+    (19, 21, 3, 2, 10, "disc", F32, 16, LIST),
+    (17, 13, 0, 0, 12, "disc", F16, 16, LIST),
+    (20, 22, 5, 0, 7, "square", BF16, 16, LIST),
+    (8, 16, 0, 3, 9, "square", F32, 24, LIST),  # window over the grid: all full; head dim 24
+    (11, 14, 4, 0, 3, "square", F16, 16, LIST),  # partial blocks cut by the grid
+    (13, 18, 2, 0, 5, "disc", F16, 16, AttentionTiles(8, 16, 8, 8, schedule="list")),
 ]
 
 

@@ -3,9 +3,11 @@
 Two programs:
 
 * image queries: one program per (tile of QY x QX query pixels, batch*head). It walks the
-  tile's halo as blocks of KY x KX image keys, skipping the halo corners a disc cannot reach
-  (per key-row block the needed column span is computed from the nearest row), then the T
-  global keys and the P pooled keys, with an online softmax in fp32;
+  tile's halo as blocks of KY x KX image keys, skipping the blocks a disc cannot reach, then
+  the T global keys and the P pooled keys, with an online softmax in fp32. Two schedules
+  find the blocks: ``nested`` computes, per key-row block, the column span the nearest row
+  needs; ``list`` reads host-built per-tile block lists (:mod:`.key_blocks`) and runs fully
+  visible blocks without a mask;
 * global (text) queries: plain dense flash attention over the T + H*W non-pooled keys.
 
 Scores use ``exp2`` with ``log2(e)`` folded into the scale. fp32 inputs use IEEE dots so
@@ -26,6 +28,7 @@ import triton.language as tl
 from difforge.errors import DifforgeError
 from difforge.plugins.attention_args import check_attention_args, resolve_scale
 from difforge.plugins.kernels import autotune_enabled, interpreting
+from difforge.plugins.kernels.key_blocks import key_block_lists
 
 _LOG2E = 1.4426950408889634
 # Larger head dims would not fit the accumulator in registers; the op falls back there.
@@ -57,16 +60,25 @@ def _attend_block(  # type: ignore[no-untyped-def]
     """One online-softmax step over a block of keys (``visible``: [BM, BN] bool).
 
     ``load_mask`` ([BN, BLOCK_D]) also masks head-dim padding: an unmasked read there would
-    touch the next token (or past the tensor's end) and could bring in NaNs.
+    touch the next token (or past the tensor's end) and could bring in NaNs. ``None`` for
+    either (a compile-time choice) drops that mask: blocks known to be fully visible and
+    inside the grid skip all per-pair work but the softmax itself.
     """
-    k = tl.load(k_ptrs, mask=load_mask, other=0.0)
+    if load_mask is None:  # noqa: SIM108 - compile-time branch: triton has no None ternary
+        k = tl.load(k_ptrs)
+    else:
+        k = tl.load(k_ptrs, mask=load_mask, other=0.0)
     s = _dot(q, tl.trans(k), PRECISION, DOT_F32) * scale_log2
-    s = tl.where(visible, s, float("-inf"))
+    if visible is not None:
+        s = tl.where(visible, s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, 1))
     alpha = tl.exp2(m_i - m_new)
     p = tl.exp2(s - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
-    v = tl.load(v_ptrs, mask=load_mask, other=0.0)
+    if load_mask is None:  # noqa: SIM108
+        v = tl.load(v_ptrs)
+    else:
+        v = tl.load(v_ptrs, mask=load_mask, other=0.0)
     if DOT_F32:  # noqa: SIM108 - constexpr branch, kept explicit for the compiler
         pv = _dot(p, v, PRECISION, DOT_F32)  # no bf16 rounding of p: see _dot_f32
     else:
@@ -109,14 +121,163 @@ def _dense_span(  # type: ignore[no-untyped-def]
     return acc, m_i, l_i
 
 
+@triton.jit
+def _window_visible(  # type: ignore[no-untyped-def]
+    qy, qx, ky, kx, sy, sx, r2, kernel, IS_DISC: tl.constexpr
+):
+    """[BM, BN] window predicate (no grid or row checks)."""
+    if IS_DISC:
+        dy = qy[:, None] - ky[None, :]
+        dx = qx[:, None] - kx[None, :]
+        return dy * dy + dx * dx < r2
+    return (
+        (ky[None, :] >= sy[:, None])
+        & (ky[None, :] < sy[:, None] + kernel)
+        & (kx[None, :] >= sx[:, None])
+        & (kx[None, :] < sx[:, None] + kernel)
+    )
+
+
+@triton.jit
+def _nested_blocks(  # type: ignore[no-untyped-def]
+    acc, m_i, l_i, q, qy, qx, qy0, qx0, row_ok, d_ok, k_base, v_base, stride_kn, stride_vn,
+    offs_d, H, W, T, radius, scale_log2,
+    IS_DISC: tl.constexpr, QY: tl.constexpr, QX: tl.constexpr, KY: tl.constexpr,
+    KX: tl.constexpr, PRECISION: tl.constexpr, DOT_F32: tl.constexpr,
+):  # fmt: skip
+    """Walk the tile's halo as a loop nest: key-row blocks, then the columns they need."""
+    # Last real query row/column of this tile (tiles at the border are partial).
+    qy1 = tl.minimum(qy0 + QY, H) - 1
+    qx1 = tl.minimum(qx0 + QX, W) - 1
+    kernel = 2 * radius + 1
+    if IS_DISC:
+        ky_lo = tl.maximum(qy0 - radius + 1, 0)
+        ky_hi = tl.minimum(qy1 + radius - 1, H - 1)
+        kx_lo_sq = 0
+        kx_hi_sq = 0
+    else:
+        # Square window start per axis: clamp(q - r, 0, max(L - K, 0)), monotone in q.
+        ky_lo = tl.minimum(tl.maximum(qy0 - radius, 0), tl.maximum(H - kernel, 0))
+        ky_hi = tl.minimum(
+            tl.minimum(tl.maximum(qy1 - radius, 0), tl.maximum(H - kernel, 0)) + kernel - 1,
+            H - 1,
+        )
+        kx_lo_sq = tl.minimum(tl.maximum(qx0 - radius, 0), tl.maximum(W - kernel, 0))
+        kx_hi_sq = tl.minimum(
+            tl.minimum(tl.maximum(qx1 - radius, 0), tl.maximum(W - kernel, 0)) + kernel - 1,
+            W - 1,
+        )
+    sy = tl.minimum(tl.maximum(qy - radius, 0), tl.maximum(H - kernel, 0))
+    sx = tl.minimum(tl.maximum(qx - radius, 0), tl.maximum(W - kernel, 0))
+    r2 = radius * radius
+    offs_n = tl.arange(0, KY * KX)
+    for ky0 in range(ky_lo, ky_hi + 1, KY):
+        if IS_DISC:
+            # Nearest key row of this block to the tile bounds the columns any query needs:
+            # |dx| <= ext with ext the largest integer such that ext^2 < r^2 - dy_min^2.
+            dy_min = tl.maximum(tl.maximum(ky0 - qy1, qy0 - (ky0 + KY - 1)), 0)
+            room = r2 - dy_min * dy_min
+            ext = tl.sqrt(tl.maximum(room, 0).to(tl.float32)).to(tl.int32)
+            ext = tl.where(ext * ext >= room, ext - 1, ext)
+            ext = tl.where((ext + 1) * (ext + 1) < room, ext + 1, ext)
+            kx_lo = tl.maximum(qx0 - ext, 0)
+            kx_hi = tl.minimum(qx1 + ext, W - 1)
+        else:
+            kx_lo = kx_lo_sq
+            kx_hi = kx_hi_sq
+        for kx0 in range(kx_lo, kx_hi + 1, KX):
+            ky = ky0 + offs_n // KX
+            kx = kx0 + offs_n % KX
+            k_ok = (ky <= ky_hi) & (kx <= kx_hi)
+            tok = T + ky * W + kx
+            k_ptrs = k_base + tok[:, None] * stride_kn + offs_d[None, :]
+            v_ptrs = v_base + tok[:, None] * stride_vn + offs_d[None, :]
+            inside = _window_visible(qy, qx, ky, kx, sy, sx, r2, kernel, IS_DISC)
+            visible = row_ok[:, None] & k_ok[None, :] & inside
+            kv_mask = k_ok[:, None] & d_ok[None, :]
+            acc, m_i, l_i = _attend_block(
+                acc, m_i, l_i, q, k_ptrs, v_ptrs, kv_mask, visible, scale_log2, PRECISION, DOT_F32
+            )
+    return acc, m_i, l_i
+
+
+@triton.jit
+def _listed_blocks(  # type: ignore[no-untyped-def]
+    acc, m_i, l_i, q, qy, qx, row_ok, d_ok, k_base, v_base, stride_kn, stride_vn, offs_d,
+    H, W, T, radius, scale_log2, FullCount, FullIndex, PartialCount, PartialIndex,
+    pid_tile, blocks_x, full_width, partial_width,
+    IS_DISC: tl.constexpr, KY: tl.constexpr, KX: tl.constexpr, EVEN_D: tl.constexpr,
+    PRECISION: tl.constexpr, DOT_F32: tl.constexpr,
+):  # fmt: skip
+    """Walk the tile's host-built key-block lists (see ``key_blocks``): one flat loop each.
+
+    Full blocks (every pair visible, inside the grid) run without any mask; partial blocks
+    evaluate the window, the grid bounds and the query rows per pair.
+    """
+    offs_n = tl.arange(0, KY * KX)
+    n_y = offs_n // KX
+    n_x = offs_n % KX
+    full_row = FullIndex + pid_tile * full_width
+    n_full = tl.load(FullCount + pid_tile)
+    # The next block number is read one iteration ahead: left to the pipeliner, this loop's
+    # index goes through shared memory and every block waits for all copies in flight
+    # (ttgir on sm_90: async_wait num = 0, where the masked loop below gets num = 2).
+    next_block = tl.load(full_row)
+    for i in range(0, n_full):
+        block = next_block
+        next_block = tl.load(full_row + i + 1, mask=i + 1 < n_full, other=0)
+        tok = T + ((block // blocks_x) * KY + n_y) * W + (block % blocks_x) * KX + n_x
+        k_ptrs = k_base + tok[:, None] * stride_kn + offs_d[None, :]
+        v_ptrs = v_base + tok[:, None] * stride_vn + offs_d[None, :]
+        if EVEN_D:
+            acc, m_i, l_i = _attend_block(
+                acc, m_i, l_i, q, k_ptrs, v_ptrs, None, None, scale_log2, PRECISION, DOT_F32
+            )
+        else:
+            acc, m_i, l_i = _attend_block(
+                acc, m_i, l_i, q, k_ptrs, v_ptrs, d_ok[None, :], None, scale_log2, PRECISION,
+                DOT_F32,
+            )  # fmt: skip
+    kernel = 2 * radius + 1
+    sy = tl.minimum(tl.maximum(qy - radius, 0), tl.maximum(H - kernel, 0))
+    sx = tl.minimum(tl.maximum(qx - radius, 0), tl.maximum(W - kernel, 0))
+    r2 = radius * radius
+    partial_row = PartialIndex + pid_tile * partial_width
+    for i in range(0, tl.load(PartialCount + pid_tile)):
+        block = tl.load(partial_row + i)
+        ky = (block // blocks_x) * KY + n_y
+        kx = (block % blocks_x) * KX + n_x
+        # kx >= W would wrap into the next row's tokens: the bounds are part of the mask.
+        k_ok = (ky < H) & (kx < W)
+        tok = T + ky * W + kx
+        k_ptrs = k_base + tok[:, None] * stride_kn + offs_d[None, :]
+        v_ptrs = v_base + tok[:, None] * stride_vn + offs_d[None, :]
+        inside = _window_visible(qy, qx, ky, kx, sy, sx, r2, kernel, IS_DISC)
+        visible = row_ok[:, None] & k_ok[None, :] & inside
+        kv_mask = k_ok[:, None] & d_ok[None, :]
+        acc, m_i, l_i = _attend_block(
+            acc, m_i, l_i, q, k_ptrs, v_ptrs, kv_mask, visible, scale_log2, PRECISION, DOT_F32
+        )
+    return acc, m_i, l_i
+
+
 # Shape scalars are not specialised (no recompile per grid size, radius or text length);
 # strides are, so that loads along the head dim vectorise.
-@triton.jit(do_not_specialize=["heads", "H", "W", "T", "P", "radius", "tiles_x"])
+@triton.jit(
+    do_not_specialize=[
+        "heads", "H", "W", "T", "P", "radius", "tiles_x", "blocks_x", "full_width",
+        "partial_width",
+    ]
+)  # fmt: skip
 def _image_query_kernel(  # type: ignore[no-untyped-def]
     Q,
     K,
     V,
     Out,
+    FullCount,
+    FullIndex,
+    PartialCount,
+    PartialIndex,
     stride_qb,
     stride_qh,
     stride_qn,
@@ -136,8 +297,12 @@ def _image_query_kernel(  # type: ignore[no-untyped-def]
     P,
     radius,
     tiles_x,
+    blocks_x,
+    full_width,
+    partial_width,
     scale_log2,
     IS_DISC: tl.constexpr,
+    LIST: tl.constexpr,
     QY: tl.constexpr,
     QX: tl.constexpr,
     KY: tl.constexpr,
@@ -172,66 +337,19 @@ def _image_query_kernel(  # type: ignore[no-untyped-def]
     l_i = tl.zeros([QY * QX], dtype=tl.float32)
     acc = tl.zeros([QY * QX, BLOCK_D], dtype=tl.float32)
 
-    # Last real query row/column of this tile (tiles at the border are partial).
-    qy1 = tl.minimum(qy0 + QY, H) - 1
-    qx1 = tl.minimum(qx0 + QX, W) - 1
-    kernel = 2 * radius + 1
-    if IS_DISC:
-        ky_lo = tl.maximum(qy0 - radius + 1, 0)
-        ky_hi = tl.minimum(qy1 + radius - 1, H - 1)
+    if LIST:
+        acc, m_i, l_i = _listed_blocks(
+            acc, m_i, l_i, q, qy, qx, row_ok, d_ok, k_base, v_base, stride_kn, stride_vn, offs_d,
+            H, W, T, radius, scale_log2, FullCount, FullIndex, PartialCount, PartialIndex,
+            pid_tile, blocks_x, full_width, partial_width,
+            IS_DISC, KY, KX, BLOCK_D == HEAD_DIM, PRECISION, DOT_F32,
+        )  # fmt: skip
     else:
-        # Square window start per axis: clamp(q - r, 0, max(L - K, 0)), monotone in q.
-        ky_lo = tl.minimum(tl.maximum(qy0 - radius, 0), tl.maximum(H - kernel, 0))
-        ky_hi = tl.minimum(
-            tl.minimum(tl.maximum(qy1 - radius, 0), tl.maximum(H - kernel, 0)) + kernel - 1,
-            H - 1,
-        )
-        kx_lo_sq = tl.minimum(tl.maximum(qx0 - radius, 0), tl.maximum(W - kernel, 0))
-        kx_hi_sq = tl.minimum(
-            tl.minimum(tl.maximum(qx1 - radius, 0), tl.maximum(W - kernel, 0)) + kernel - 1,
-            W - 1,
-        )
-        sy = tl.minimum(tl.maximum(qy - radius, 0), tl.maximum(H - kernel, 0))
-        sx = tl.minimum(tl.maximum(qx - radius, 0), tl.maximum(W - kernel, 0))
-    r2 = radius * radius
-    offs_n = tl.arange(0, KY * KX)
-    for ky0 in range(ky_lo, ky_hi + 1, KY):
-        if IS_DISC:
-            # Nearest key row of this block to the tile bounds the columns any query needs:
-            # |dx| <= ext with ext the largest integer such that ext^2 < r^2 - dy_min^2.
-            dy_min = tl.maximum(tl.maximum(ky0 - qy1, qy0 - (ky0 + KY - 1)), 0)
-            room = r2 - dy_min * dy_min
-            ext = tl.sqrt(tl.maximum(room, 0).to(tl.float32)).to(tl.int32)
-            ext = tl.where(ext * ext >= room, ext - 1, ext)
-            ext = tl.where((ext + 1) * (ext + 1) < room, ext + 1, ext)
-            kx_lo = tl.maximum(qx0 - ext, 0)
-            kx_hi = tl.minimum(qx1 + ext, W - 1)
-        else:
-            kx_lo = kx_lo_sq
-            kx_hi = kx_hi_sq
-        for kx0 in range(kx_lo, kx_hi + 1, KX):
-            ky = ky0 + offs_n // KX
-            kx = kx0 + offs_n % KX
-            k_ok = (ky <= ky_hi) & (kx <= kx_hi)
-            tok = T + ky * W + kx
-            k_ptrs = k_base + tok[:, None] * stride_kn + offs_d[None, :]
-            v_ptrs = v_base + tok[:, None] * stride_vn + offs_d[None, :]
-            if IS_DISC:
-                dy = qy[:, None] - ky[None, :]
-                dx = qx[:, None] - kx[None, :]
-                inside = dy * dy + dx * dx < r2
-            else:
-                inside = (
-                    (ky[None, :] >= sy[:, None])
-                    & (ky[None, :] < sy[:, None] + kernel)
-                    & (kx[None, :] >= sx[:, None])
-                    & (kx[None, :] < sx[:, None] + kernel)
-                )
-            visible = row_ok[:, None] & k_ok[None, :] & inside
-            kv_mask = k_ok[:, None] & d_ok[None, :]
-            acc, m_i, l_i = _attend_block(
-                acc, m_i, l_i, q, k_ptrs, v_ptrs, kv_mask, visible, scale_log2, PRECISION, DOT_F32
-            )
+        acc, m_i, l_i = _nested_blocks(
+            acc, m_i, l_i, q, qy, qx, qy0, qx0, row_ok, d_ok, k_base, v_base, stride_kn,
+            stride_vn, offs_d, H, W, T, radius, scale_log2,
+            IS_DISC, QY, QX, KY, KX, PRECISION, DOT_F32,
+        )  # fmt: skip
 
     # Global keys [0, T) and pooled keys [T + HW, T + HW + P): seen by every image query.
     acc, m_i, l_i = _dense_span(
@@ -369,9 +487,18 @@ def _merge_splits_kernel(  # type: ignore[no-untyped-def]
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=o_ok)
 
 
+SCHEDULES = ("nested", "list")
+
+
 @dataclass(frozen=True)
 class AttentionTiles:
-    """Tile shape of the image-query program: QY x QX queries, KY x KX key blocks."""
+    """Tile shape of the image-query program: QY x QX queries, KY x KX key blocks.
+
+    ``schedule`` is how a tile finds its key blocks: ``nested`` computes the halo's rows and
+    column spans in the kernel (blocks placed relative to the tile); ``list`` walks the
+    host-built per-tile lists of :mod:`.key_blocks` (blocks on a fixed grid; fully visible
+    ones run unmasked) in one flat loop the compiler can software-pipeline.
+    """
 
     qy: int = 8
     qx: int = 8
@@ -380,18 +507,28 @@ class AttentionTiles:
     block_g: int = 64
     num_warps: int = 4
     num_stages: int = 2
+    schedule: str = "nested"
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise DifforgeError(f"attention tile schedule must be one of {SCHEDULES}, "
+                                f"got {self.schedule!r}")  # fmt: skip
 
 
 # Candidate tiles tried by autotuning on CUDA (kept small: each one is a compile).
 # 8x8 query tiles waste least: computed / visible pairs at 128^2, r=16 is 1.87 with 8x8 key
-# blocks (2.11 with 4x16, 2.24 for 16x8 queries; 4x8 queries gain nothing, 1.80, as the key
-# blocks dominate). Variants differ in pipelining depth, key-block shape and warps; none of
-# them spills registers on sm_90 for head dim 64.
+# blocks placed per tile (2.11 with 4x16, 2.24 for 16x8 queries; 4x8 queries gain nothing,
+# 1.80, as the key blocks dominate) and 1.92 with grid-aligned blocks (the list schedule).
+# The nested 8x8 tiles are the fastest measured (docs/perf.md); the list variants are the
+# candidates still to be timed on a GPU. None of them spills registers on sm_90 for head dim 64.
 TILE_CANDIDATES: tuple[AttentionTiles, ...] = (
     AttentionTiles(8, 8, 8, 8),
     AttentionTiles(8, 8, 8, 8, num_stages=3),
     AttentionTiles(8, 8, 4, 16),
     AttentionTiles(8, 8, 8, 8, num_warps=8),
+    AttentionTiles(8, 8, 8, 8, schedule="list"),
+    AttentionTiles(8, 8, 8, 8, num_stages=3, schedule="list"),
+    AttentionTiles(8, 16, 8, 8, num_warps=8, num_stages=3, schedule="list"),
 )
 
 # Autotuning results (CUDA): the tiles picked per input shape, in the order tuned.
@@ -437,10 +574,19 @@ def _launch(
         v.stride(0), v.stride(1), v.stride(2),
         out.stride(0), out.stride(1), out.stride(2),
     )  # fmt: skip
+    if tiles.schedule == "list":
+        lists = key_block_lists(height, width, radius, window, (tiles.qy, tiles.qx),
+                                (tiles.ky, tiles.kx), q.device)  # fmt: skip
+        block_args = (lists.full_count, lists.full_index, lists.partial_count,
+                      lists.partial_index)  # fmt: skip
+        list_sizes = (lists.blocks_x, lists.full_index.shape[1], lists.partial_index.shape[1])
+    else:
+        block_args, list_sizes = (out, out, out, out), (0, 0, 0)  # unused without LIST
     _image_query_kernel[grid](
-        q, k, v, out, *strides,
-        heads, height, width, num_global, num_pooled, radius, tiles_x, scale_log2,
-        IS_DISC=window == "disc", HEAD_DIM=d, QY=tiles.qy, QX=tiles.qx, KY=tiles.ky, KX=tiles.kx,
+        q, k, v, out, *block_args, *strides,
+        heads, height, width, num_global, num_pooled, radius, tiles_x, *list_sizes, scale_log2,
+        IS_DISC=window == "disc", LIST=tiles.schedule == "list", HEAD_DIM=d,
+        QY=tiles.qy, QX=tiles.qx, KY=tiles.ky, KX=tiles.kx,
         BLOCK_D=block_d, BLOCK_G=tiles.block_g, PRECISION=precision, DOT_F32=dot_f32,
         num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )  # fmt: skip
@@ -538,6 +684,7 @@ def local_attention_2d_triton(
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     out_dtype = torch.float32 if _dot_f32(q.dtype) else q.dtype
     out = torch.empty(q.shape, dtype=out_dtype, device=q.device)
+
     def run(t: AttentionTiles) -> None:
         _launch(q, k, v, out, height, width, num_global, radius, window, scale, num_pooled, t)
 
