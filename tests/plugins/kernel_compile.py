@@ -2,8 +2,9 @@
 
 The interpreter runs the kernels' Python, not what the compiler accepts: this builds real
 cubins for sm_90 (ptxas ships with triton), with the argument specialisation a launch on
-contiguous tensors would get, and prints one line per kernel with its register use and the
-copies its software-pipelined loops keep in flight.
+contiguous tensors would get, and prints one line per kernel with its register use, the
+copies its software-pipelined loops keep in flight, and the size of each MMA loop in SASS
+instructions (with its per-score selects), a GPU-free measure of a loop's issue cost.
 Used by ``test_kernels_compile.py``; also handy by hand: ``python tests/plugins/kernel_compile.py``.
 """
 
@@ -62,15 +63,43 @@ def compile_kernel(
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(kernel.asm["cubin"])
         f.flush()
-        usage = subprocess.run(
-            [str(BIN / "cuobjdump"), "--dump-resource-usage", f.name],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        usage, sass = (
+            subprocess.run(
+                [str(BIN / "cuobjdump"), flag, f.name], capture_output=True, text=True, check=True
+            ).stdout
+            for flag in ("--dump-resource-usage", "-sass")
+        )
     usage = next(line.split(" CONSTANT")[0] for line in usage.splitlines() if "REG:" in line)
-    usage = usage.strip()
-    return f"{usage} WAITS:{','.join(loop_waits(kernel.asm['ttgir'])) or '-'}"
+    loops = ",".join(f"{len(body)}/{sum('FSEL' in i for i in body)}" for body in mma_loops(sass))
+    return (
+        f"{usage.strip()} WAITS:{','.join(loop_waits(kernel.asm['ttgir'])) or '-'}"
+        f" LOOPS:{loops or '-'}"
+    )
+
+
+def mma_loops(sass: str) -> list[list[str]]:
+    """Instructions of each SASS loop that runs tensor-core MMAs (HGMMA), in code order.
+
+    A loop is a backward branch and everything from its target up to it. Per thread, one
+    pass of an attention loop handles one key block, so the instruction count is the issue
+    cost of a block; FSEL there is the per-score mask select.
+    """
+    addresses: list[int] = []
+    code: list[str] = []
+    for line in sass.splitlines():
+        found = re.search(r"/\*([0-9a-f]{4,})\*/\s+(.*?);", line)
+        if found:
+            addresses.append(int(found.group(1), 16))
+            code.append(found.group(2).strip())
+    loops = []
+    for at, instruction in zip(addresses, code, strict=True):
+        target = re.search(r"BRA\b.*?0x([0-9a-f]+)", instruction)
+        if target and int(target.group(1), 16) < at:
+            start = int(target.group(1), 16)
+            body = [c for a, c in zip(addresses, code, strict=True) if start <= a <= at]
+            if any("HGMMA" in c for c in body):
+                loops.append(body)
+    return loops
 
 
 def loop_waits(ttgir: str) -> list[str]:
@@ -97,10 +126,11 @@ def main() -> None:
     cases.append(("bf16", 512, 64, False, la.TILE_CANDIDATES[0]))
     for dtype, t, p, disc, tiles in cases:
         n = t + h * w
-        values = dict(Q="ptr", K="ptr", V="ptr", Out="ptr", FullCount="ptri32",
-                      FullIndex="ptri32", PartialCount="ptri32", PartialIndex="ptri32",
+        lists = {f"{kind}{part}": "ptri32" for kind in ("Full", "Partial", "Edge")
+                 for part in ("Count", "Index")}  # fmt: skip
+        values = dict(Q="ptr", K="ptr", V="ptr", Out="ptr", **lists,
                       heads=heads, H=h, W=w, T=t, P=p, radius=16, tiles_x=w // tiles.qx,
-                      blocks_x=w // tiles.kx, full_width=7, partial_width=24, scale_log2=0.18,
+                      full_width=7, partial_width=24, edge_width=3, scale_log2=0.18,
                       **_strides("qkvo", heads, n, d))  # fmt: skip
         consts = dict(IS_DISC=disc, LIST=tiles.schedule == "list", HEAD_DIM=d, QY=tiles.qy,
                       QX=tiles.qx, KY=tiles.ky, KX=tiles.kx, BLOCK_D=d, BLOCK_G=tiles.block_g,

@@ -69,6 +69,24 @@ def test_local_attention_kernel(
     assert rel_err(out, ref) <= TOLERANCE[dtype]
 
 
+def test_list_schedule_falls_back_on_grids_beyond_its_extent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import difforge.plugins.kernels.key_blocks as kb
+    import difforge.plugins.kernels.local_attention as la
+
+    monkeypatch.setattr(la, "MAX_LIST_EXTENT", 8)
+    built: list[object] = []
+    monkeypatch.setattr(la, "key_block_lists", lambda *a: built.append(a) or kb.key_block_lists(*a))
+    q, k, v = qkv(1, 2, 9, 7, 2, 0, 16, F32)
+    out = local_attention_2d_triton(q, k, v, 9, 7, 2, 3, "disc", 0.0, 0, tiles=LIST)
+    assert built == []  # a 9-row grid is past the (patched) extent: the nested schedule ran
+    assert rel_err(out, local_attention_2d_dense(q, k, v, 9, 7, 2, 3, "disc", 0.0, 0)) <= 1e-5
+    local_attention_2d_triton(q[..., :58, :], k[..., :58, :], v[..., :58, :], 8, 7, 2, 3, "disc",
+                              0.0, 0, tiles=LIST)  # fmt: skip
+    assert len(built) == 1
+
+
 def test_local_attention_kernel_strided_inputs_and_scale() -> None:
     # q/k/v as views of [B, N, heads, d] (what a transpose of a projection gives).
     h, w, t, p = 6, 5, 4, 2

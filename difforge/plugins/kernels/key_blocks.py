@@ -5,13 +5,18 @@ list of ``KY x KX`` key blocks built here once per (grid, radius, window, tile s
 ``flex_attention`` walks its block mask: one loop with a known trip count that the compiler
 can software-pipeline, instead of a loop nest whose bounds are recomputed per tile.
 
-Blocks come in two lists:
+Blocks come in three lists, each walked by its own loop with only the masking it needs:
 
 * **full**: every (query, key) pair of the tile and block is visible and the block lies inside
   the grid, so the kernel runs it without any mask;
-* **partial**: some pair is visible; the kernel evaluates the window predicate per pair.
+* **partial**: some pair is visible and the block lies inside the grid; the kernel evaluates
+  the window predicate per pair;
+* **edge**: some pair is visible and the block is cut by the grid's bottom or right edge; the
+  kernel also masks the keys outside the grid.
 
-Blocks no query of the tile can see are left out. Both predicates are decided per axis from
+Blocks no query of the tile can see are left out. Entries are the block's first key row and
+column packed as ``ky0 << 16 | kx0`` (decoded with a shift and a mask, where a block number
+would cost an integer division per block). Both predicates are decided per axis from
 rectangle distances (the disc) or window unions and intersections (the square), so the lists
 are exact, not conservative: tests compare them with the dense mask.
 
@@ -35,19 +40,39 @@ _CHUNK_PAIRS = 1 << 24
 class KeyBlockLists:
     """Block lists of one (grid, radius, window, tile shape), on one device.
 
-    ``*_index`` rows hold block numbers ``by * blocks_x + bx`` (row-major over key blocks),
-    padded with 0 past ``*_count``; both index tensors are ``[tiles, max(1, widest row)]``.
+    Each ``*_index`` is ``[tiles, max(1, widest row)]`` int32, rows left-packed with the
+    entries of :func:`pack` and padded with 0 past ``*_count``.
     """
 
     full_count: torch.Tensor
     full_index: torch.Tensor
     partial_count: torch.Tensor
     partial_index: torch.Tensor
-    blocks_x: int
+    edge_count: torch.Tensor
+    edge_index: torch.Tensor
+
+    def kernel_args(self) -> tuple[torch.Tensor, ...]:
+        """The six tensors in the kernel's argument order."""
+        return (self.full_count, self.full_index, self.partial_count, self.partial_index,
+                self.edge_count, self.edge_index)  # fmt: skip
+
+    def widths(self) -> tuple[int, int, int]:
+        """Row lengths of the three index tensors (the kernel's row strides)."""
+        return (self.full_index.shape[1], self.partial_index.shape[1], self.edge_index.shape[1])
 
     def blocks_visited(self) -> int:
         """Key blocks all tiles visit together (per batch and head)."""
-        return int(self.full_count.sum()) + int(self.partial_count.sum())
+        return sum(int(c.sum()) for c in (self.full_count, self.partial_count, self.edge_count))
+
+
+def pack(ky0: torch.Tensor, kx0: torch.Tensor) -> torch.Tensor:
+    """A block's entry: its first key row and column in one int32 (both below 2**15)."""
+    return ((ky0 << 16) | kx0).to(torch.int32)
+
+
+def unpack(entry: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """First key row and column of packed entries."""
+    return entry >> 16, entry & 0xFFFF
 
 
 def _axis_ranges(length: int, block: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -90,15 +115,15 @@ def _square_axis(
     return some, every
 
 
-def _rows_to_lists(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row of a bool matrix: how many entries are set, and their columns (left-packed)."""
+def _rows_to_lists(mask: torch.Tensor, entries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of a bool [rows, blocks] matrix: how many are set, and their entries, packed left."""
     count = mask.sum(1)
     rows, cols = mask.nonzero(as_tuple=True)
     width = max(1, int(count.max()) if count.numel() else 1)
     first = torch.cumsum(count, 0) - count
     slot = torch.arange(rows.numel()) - first[rows]
     index = torch.zeros(mask.shape[0], width, dtype=torch.int32)
-    index[rows, slot] = cols.to(torch.int32)
+    index[rows, slot] = entries[cols]
     return count.to(torch.int32), index
 
 
@@ -110,12 +135,13 @@ def _pad(index: list[torch.Tensor]) -> torch.Tensor:
 @functools.lru_cache(maxsize=64)
 def _build_cpu(
     height: int, width: int, radius: int, window: str, qy: int, qx: int, ky: int, kx: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+) -> tuple[torch.Tensor, ...]:
     qy0, qy1, _ = _axis_ranges(height, qy)
     qx0, qx1, _ = _axis_ranges(width, qx)
     ky0, ky1, ky_cut = _axis_ranges(height, ky)
     kx0, kx1, kx_cut = _axis_ranges(width, kx)
     inside = ~ky_cut[:, None] & ~kx_cut[None, :]  # [blocks_y, blocks_x]
+    entries = pack(ky0[:, None], kx0[None, :]).reshape(-1)
     if window == "disc":
         r2 = radius * radius
         near_y, far_y = _disc_axis(qy0, qy1, ky0, ky1)
@@ -125,7 +151,7 @@ def _build_cpu(
         some_x, every_x = _square_axis(qx0, qx1, kx0, kx1, width, radius)
     tiles_y, tiles_x, blocks = qy0.numel(), qx0.numel(), ky0.numel() * kx0.numel()
     step = max(1, _CHUNK_PAIRS // (tiles_x * blocks))
-    parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    parts: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[], [], []]
     for ty in range(0, tiles_y, step):
         rows = slice(ty, ty + step)
         # [tile rows, tiles_x, blocks_y, blocks_x]
@@ -137,17 +163,12 @@ def _build_cpu(
             some = some_y[rows, None, :, None] & some_x[None, :, None, :]
             every = every_y[rows, None, :, None] & every_x[None, :, None, :]
         full = every & inside
-        partial = some & ~full
-        full_count, full_index = _rows_to_lists(full.reshape(-1, blocks))
-        partial_count, partial_index = _rows_to_lists(partial.reshape(-1, blocks))
-        parts.append((full_count, full_index, partial_count, partial_index))
-    return (
-        torch.cat([p[0] for p in parts]),
-        _pad([p[1] for p in parts]).contiguous(),
-        torch.cat([p[2] for p in parts]),
-        _pad([p[3] for p in parts]).contiguous(),
-        kx0.numel(),
-    )
+        for kind, mask in enumerate((full, some & inside & ~full, some & ~inside)):
+            parts[kind].append(_rows_to_lists(mask.reshape(-1, blocks), entries))
+    out: list[torch.Tensor] = []
+    for lists in parts:
+        out += [torch.cat([c for c, _ in lists]), _pad([i for _, i in lists]).contiguous()]
+    return tuple(out)
 
 
 _DEVICE_LISTS: dict[tuple[object, ...], KeyBlockLists] = {}
@@ -162,7 +183,7 @@ def key_block_lists(
     block: tuple[int, int],
     device: torch.device | str = "cpu",
 ) -> KeyBlockLists:
-    """The full and partial key-block lists of every ``tile`` (QY, QX) over ``block`` (KY, KX).
+    """The key-block lists of every ``tile`` (QY, QX) over blocks of ``block`` (KY, KX) keys.
 
     Tiles are numbered row-major over the ``ceil(H/QY) x ceil(W/QX)`` tile grid, as the
     kernel's program ids are. Cached per arguments and device.
@@ -171,6 +192,6 @@ def key_block_lists(
     dev = torch.device(device)
     key = (height, width, radius, window, tile, block, str(dev))
     if key not in _DEVICE_LISTS:
-        fc, fi, pc, pi, blocks_x = _build_cpu(height, width, radius, window, *tile, *block)
-        _DEVICE_LISTS[key] = KeyBlockLists(fc.to(dev), fi.to(dev), pc.to(dev), pi.to(dev), blocks_x)
+        lists = _build_cpu(height, width, radius, window, *tile, *block)
+        _DEVICE_LISTS[key] = KeyBlockLists(*(t.to(dev) for t in lists))
     return _DEVICE_LISTS[key]

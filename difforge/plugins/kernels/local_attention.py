@@ -16,6 +16,7 @@ fp32 results match the float64 reference to ~1e-6 rather than TF32's ~1e-3.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,9 @@ from difforge.plugins.kernels.key_blocks import key_block_lists
 _LOG2E = 1.4426950408889634
 # Larger head dims would not fit the accumulator in registers; the op falls back there.
 MAX_HEAD_DIM = 256
+# The list schedule packs a block's origin row and column into one int32 (16 bits each);
+# larger grids use the nested schedule.
+MAX_LIST_EXTENT = (1 << 15) - 1
 
 
 @triton.jit
@@ -68,12 +72,14 @@ def _attend_block(  # type: ignore[no-untyped-def]
         k = tl.load(k_ptrs)
     else:
         k = tl.load(k_ptrs, mask=load_mask, other=0.0)
-    s = _dot(q, tl.trans(k), PRECISION, DOT_F32) * scale_log2
+    s = _dot(q, tl.trans(k), PRECISION, DOT_F32)
     if visible is not None:
         s = tl.where(visible, s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 1))
+    # The scale (> 0) is applied to the row max and inside the exponent, where it fuses
+    # into one FMA per score, rather than as a separate multiply of every score.
+    m_new = tl.maximum(m_i, tl.max(s, 1) * scale_log2)
     alpha = tl.exp2(m_i - m_new)
-    p = tl.exp2(s - m_new[:, None])
+    p = tl.exp2(s * scale_log2 - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
     if load_mask is None:  # noqa: SIM108
         v = tl.load(v_ptrs)
@@ -93,7 +99,6 @@ def _dense_span(  # type: ignore[no-untyped-def]
     m_i,
     l_i,
     q,
-    row_ok,
     k_base,
     v_base,
     stride_kn,
@@ -104,20 +109,38 @@ def _dense_span(  # type: ignore[no-untyped-def]
     scale_log2,
     HEAD_DIM: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    EVEN_D: tl.constexpr,
     PRECISION: tl.constexpr,
     DOT_F32: tl.constexpr,
 ):
-    """Attend to every key in token range [lo, hi)."""
-    for n0 in range(lo, hi, BLOCK_N):
+    """Attend to every key in token range [lo, hi): whole blocks unmasked, then the tail.
+
+    Query rows past the end of the caller's tile are computed and never stored, so only the
+    keys past ``hi`` in the last block need a mask.
+    """
+    d_ok = offs_d < HEAD_DIM
+    if EVEN_D:  # noqa: SIM108 - compile-time branch: triton has no None ternary
+        d_mask = None
+    else:
+        d_mask = d_ok[None, :]
+    whole = lo + tl.maximum(hi - lo, 0) // BLOCK_N * BLOCK_N
+    for n0 in range(lo, whole, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        k_ptrs = k_base + offs_n[:, None] * stride_kn + offs_d[None, :]
+        v_ptrs = v_base + offs_n[:, None] * stride_vn + offs_d[None, :]
+        acc, m_i, l_i = _attend_block(
+            acc, m_i, l_i, q, k_ptrs, v_ptrs, d_mask, None, scale_log2, PRECISION, DOT_F32
+        )
+    for n0 in range(whole, hi, BLOCK_N):  # at most one block
         offs_n = n0 + tl.arange(0, BLOCK_N)
         ok = offs_n < hi
         k_ptrs = k_base + offs_n[:, None] * stride_kn + offs_d[None, :]
         v_ptrs = v_base + offs_n[:, None] * stride_vn + offs_d[None, :]
-        visible = row_ok[:, None] & ok[None, :]
-        kv_mask = ok[:, None] & (offs_d < HEAD_DIM)[None, :]
+        kv_mask = ok[:, None] & d_ok[None, :]
         acc, m_i, l_i = _attend_block(
-            acc, m_i, l_i, q, k_ptrs, v_ptrs, kv_mask, visible, scale_log2, PRECISION, DOT_F32
-        )
+            acc, m_i, l_i, q, k_ptrs, v_ptrs, kv_mask, ok[None, :], scale_log2, PRECISION,
+            DOT_F32,
+        )  # fmt: skip
     return acc, m_i, l_i
 
 
@@ -202,58 +225,76 @@ def _nested_blocks(  # type: ignore[no-untyped-def]
 
 
 @triton.jit
+def _list_block_ptrs(  # type: ignore[no-untyped-def]
+    entry, n_y, n_x, k_base, v_base, stride_kn, stride_vn, offs_d, W, T
+):  # fmt: skip
+    """Key coordinates and K/V pointers of the block whose packed origin is ``entry``."""
+    ky = (entry >> 16) + n_y
+    kx = (entry & 0xFFFF) + n_x
+    tok = T + ky * W + kx
+    k_ptrs = k_base + tok[:, None] * stride_kn + offs_d[None, :]
+    v_ptrs = v_base + tok[:, None] * stride_vn + offs_d[None, :]
+    return ky, kx, k_ptrs, v_ptrs
+
+
+@triton.jit
 def _listed_blocks(  # type: ignore[no-untyped-def]
-    acc, m_i, l_i, q, qy, qx, row_ok, d_ok, k_base, v_base, stride_kn, stride_vn, offs_d,
+    acc, m_i, l_i, q, qy, qx, d_ok, k_base, v_base, stride_kn, stride_vn, offs_d,
     H, W, T, radius, scale_log2, FullCount, FullIndex, PartialCount, PartialIndex,
-    pid_tile, blocks_x, full_width, partial_width,
+    EdgeCount, EdgeIndex, pid_tile, full_width, partial_width, edge_width,
     IS_DISC: tl.constexpr, KY: tl.constexpr, KX: tl.constexpr, EVEN_D: tl.constexpr,
     PRECISION: tl.constexpr, DOT_F32: tl.constexpr,
 ):  # fmt: skip
     """Walk the tile's host-built key-block lists (see ``key_blocks``): one flat loop each.
 
-    Full blocks (every pair visible, inside the grid) run without any mask; partial blocks
-    evaluate the window, the grid bounds and the query rows per pair.
+    Full blocks run without any mask, partial blocks test the window per pair, edge blocks
+    (cut by the grid) also mask the keys outside it. Query rows past the grid are computed
+    like the others and never stored, so no list masks them.
     """
     offs_n = tl.arange(0, KY * KX)
     n_y = offs_n // KX
     n_x = offs_n % KX
+    if EVEN_D:  # noqa: SIM108 - compile-time branch: triton has no None ternary
+        d_mask = None
+    else:
+        d_mask = d_ok[None, :]
     full_row = FullIndex + pid_tile * full_width
     n_full = tl.load(FullCount + pid_tile)
-    # The next block number is read one iteration ahead: left to the pipeliner, this loop's
-    # index goes through shared memory and every block waits for all copies in flight
-    # (ttgir on sm_90: async_wait num = 0, where the masked loop below gets num = 2).
-    next_block = tl.load(full_row)
+    # The next entry is read one iteration ahead: left to the pipeliner, this loop's index
+    # goes through shared memory and every block waits for all copies in flight (ttgir on
+    # sm_90: async_wait num = 0, where the masked loops below get num = 2).
+    next_entry = tl.load(full_row)
     for i in range(0, n_full):
-        block = next_block
-        next_block = tl.load(full_row + i + 1, mask=i + 1 < n_full, other=0)
-        tok = T + ((block // blocks_x) * KY + n_y) * W + (block % blocks_x) * KX + n_x
-        k_ptrs = k_base + tok[:, None] * stride_kn + offs_d[None, :]
-        v_ptrs = v_base + tok[:, None] * stride_vn + offs_d[None, :]
-        if EVEN_D:
-            acc, m_i, l_i = _attend_block(
-                acc, m_i, l_i, q, k_ptrs, v_ptrs, None, None, scale_log2, PRECISION, DOT_F32
-            )
-        else:
-            acc, m_i, l_i = _attend_block(
-                acc, m_i, l_i, q, k_ptrs, v_ptrs, d_ok[None, :], None, scale_log2, PRECISION,
-                DOT_F32,
-            )  # fmt: skip
+        entry = next_entry
+        next_entry = tl.load(full_row + i + 1, mask=i + 1 < n_full, other=0)
+        _, _, k_ptrs, v_ptrs = _list_block_ptrs(
+            entry, n_y, n_x, k_base, v_base, stride_kn, stride_vn, offs_d, W, T
+        )
+        acc, m_i, l_i = _attend_block(
+            acc, m_i, l_i, q, k_ptrs, v_ptrs, d_mask, None, scale_log2, PRECISION, DOT_F32
+        )
     kernel = 2 * radius + 1
     sy = tl.minimum(tl.maximum(qy - radius, 0), tl.maximum(H - kernel, 0))
     sx = tl.minimum(tl.maximum(qx - radius, 0), tl.maximum(W - kernel, 0))
     r2 = radius * radius
     partial_row = PartialIndex + pid_tile * partial_width
     for i in range(0, tl.load(PartialCount + pid_tile)):
-        block = tl.load(partial_row + i)
-        ky = (block // blocks_x) * KY + n_y
-        kx = (block % blocks_x) * KX + n_x
+        ky, kx, k_ptrs, v_ptrs = _list_block_ptrs(
+            tl.load(partial_row + i), n_y, n_x, k_base, v_base, stride_kn, stride_vn, offs_d,
+            W, T,
+        )  # fmt: skip
+        visible = _window_visible(qy, qx, ky, kx, sy, sx, r2, kernel, IS_DISC)
+        acc, m_i, l_i = _attend_block(
+            acc, m_i, l_i, q, k_ptrs, v_ptrs, d_mask, visible, scale_log2, PRECISION, DOT_F32
+        )
+    edge_row = EdgeIndex + pid_tile * edge_width
+    for i in range(0, tl.load(EdgeCount + pid_tile)):
+        ky, kx, k_ptrs, v_ptrs = _list_block_ptrs(
+            tl.load(edge_row + i), n_y, n_x, k_base, v_base, stride_kn, stride_vn, offs_d, W, T
+        )
         # kx >= W would wrap into the next row's tokens: the bounds are part of the mask.
         k_ok = (ky < H) & (kx < W)
-        tok = T + ky * W + kx
-        k_ptrs = k_base + tok[:, None] * stride_kn + offs_d[None, :]
-        v_ptrs = v_base + tok[:, None] * stride_vn + offs_d[None, :]
-        inside = _window_visible(qy, qx, ky, kx, sy, sx, r2, kernel, IS_DISC)
-        visible = row_ok[:, None] & k_ok[None, :] & inside
+        visible = k_ok[None, :] & _window_visible(qy, qx, ky, kx, sy, sx, r2, kernel, IS_DISC)
         kv_mask = k_ok[:, None] & d_ok[None, :]
         acc, m_i, l_i = _attend_block(
             acc, m_i, l_i, q, k_ptrs, v_ptrs, kv_mask, visible, scale_log2, PRECISION, DOT_F32
@@ -265,8 +306,8 @@ def _listed_blocks(  # type: ignore[no-untyped-def]
 # strides are, so that loads along the head dim vectorise.
 @triton.jit(
     do_not_specialize=[
-        "heads", "H", "W", "T", "P", "radius", "tiles_x", "blocks_x", "full_width",
-        "partial_width",
+        "heads", "H", "W", "T", "P", "radius", "tiles_x", "full_width", "partial_width",
+        "edge_width",
     ]
 )  # fmt: skip
 def _image_query_kernel(  # type: ignore[no-untyped-def]
@@ -278,6 +319,8 @@ def _image_query_kernel(  # type: ignore[no-untyped-def]
     FullIndex,
     PartialCount,
     PartialIndex,
+    EdgeCount,
+    EdgeIndex,
     stride_qb,
     stride_qh,
     stride_qn,
@@ -297,9 +340,9 @@ def _image_query_kernel(  # type: ignore[no-untyped-def]
     P,
     radius,
     tiles_x,
-    blocks_x,
     full_width,
     partial_width,
+    edge_width,
     scale_log2,
     IS_DISC: tl.constexpr,
     LIST: tl.constexpr,
@@ -339,9 +382,9 @@ def _image_query_kernel(  # type: ignore[no-untyped-def]
 
     if LIST:
         acc, m_i, l_i = _listed_blocks(
-            acc, m_i, l_i, q, qy, qx, row_ok, d_ok, k_base, v_base, stride_kn, stride_vn, offs_d,
+            acc, m_i, l_i, q, qy, qx, d_ok, k_base, v_base, stride_kn, stride_vn, offs_d,
             H, W, T, radius, scale_log2, FullCount, FullIndex, PartialCount, PartialIndex,
-            pid_tile, blocks_x, full_width, partial_width,
+            EdgeCount, EdgeIndex, pid_tile, full_width, partial_width, edge_width,
             IS_DISC, KY, KX, BLOCK_D == HEAD_DIM, PRECISION, DOT_F32,
         )  # fmt: skip
     else:
@@ -353,12 +396,12 @@ def _image_query_kernel(  # type: ignore[no-untyped-def]
 
     # Global keys [0, T) and pooled keys [T + HW, T + HW + P): seen by every image query.
     acc, m_i, l_i = _dense_span(
-        acc, m_i, l_i, q, row_ok, k_base, v_base, stride_kn, stride_vn, offs_d,
-        0, T, scale_log2, HEAD_DIM, BLOCK_G, PRECISION, DOT_F32,
+        acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn, offs_d,
+        0, T, scale_log2, HEAD_DIM, BLOCK_G, BLOCK_D == HEAD_DIM, PRECISION, DOT_F32,
     )  # fmt: skip
     acc, m_i, l_i = _dense_span(
-        acc, m_i, l_i, q, row_ok, k_base, v_base, stride_kn, stride_vn, offs_d,
-        T + H * W, T + H * W + P, scale_log2, HEAD_DIM, BLOCK_G, PRECISION, DOT_F32,
+        acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn, offs_d, T + H * W,
+        T + H * W + P, scale_log2, HEAD_DIM, BLOCK_G, BLOCK_D == HEAD_DIM, PRECISION, DOT_F32,
     )  # fmt: skip
 
     l_i = tl.where(l_i > 0, l_i, 1.0)
@@ -427,8 +470,8 @@ def _global_query_kernel(  # type: ignore[no-untyped-def]
     lo = pid_s * split_len
     hi = tl.minimum(lo + split_len, n_visible)
     acc, m_i, l_i = _dense_span(
-        acc, m_i, l_i, q, row_ok, k_base, v_base, stride_kn, stride_vn, offs_d,
-        lo, hi, scale_log2, HEAD_DIM, BLOCK_N, PRECISION, DOT_F32,
+        acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn, offs_d,
+        lo, hi, scale_log2, HEAD_DIM, BLOCK_N, BLOCK_D == HEAD_DIM, PRECISION, DOT_F32,
     )  # fmt: skip
     if SPLIT:
         row = (pid_s * tl.num_programs(1) + pid_bh) * T + offs_m
@@ -574,17 +617,17 @@ def _launch(
         v.stride(0), v.stride(1), v.stride(2),
         out.stride(0), out.stride(1), out.stride(2),
     )  # fmt: skip
+    if tiles.schedule == "list" and max(height, width, radius) > MAX_LIST_EXTENT:
+        tiles = dataclasses.replace(tiles, schedule="nested")
     if tiles.schedule == "list":
         lists = key_block_lists(height, width, radius, window, (tiles.qy, tiles.qx),
                                 (tiles.ky, tiles.kx), q.device)  # fmt: skip
-        block_args = (lists.full_count, lists.full_index, lists.partial_count,
-                      lists.partial_index)  # fmt: skip
-        list_sizes = (lists.blocks_x, lists.full_index.shape[1], lists.partial_index.shape[1])
+        block_args, list_widths = lists.kernel_args(), lists.widths()
     else:
-        block_args, list_sizes = (out, out, out, out), (0, 0, 0)  # unused without LIST
+        block_args, list_widths = (out,) * 6, (0, 0, 0)  # unused without LIST
     _image_query_kernel[grid](
         q, k, v, out, *block_args, *strides,
-        heads, height, width, num_global, num_pooled, radius, tiles_x, *list_sizes, scale_log2,
+        heads, height, width, num_global, num_pooled, radius, tiles_x, *list_widths, scale_log2,
         IS_DISC=window == "disc", LIST=tiles.schedule == "list", HEAD_DIM=d,
         QY=tiles.qy, QX=tiles.qx, KY=tiles.ky, KX=tiles.kx,
         BLOCK_D=block_d, BLOCK_G=tiles.block_g, PRECISION=precision, DOT_F32=dot_f32,
