@@ -163,12 +163,16 @@ def _window_visible(  # type: ignore[no-untyped-def]
 
 @triton.jit
 def _nested_blocks(  # type: ignore[no-untyped-def]
-    acc, m_i, l_i, q, qy, qx, qy0, qx0, row_ok, d_ok, k_base, v_base, stride_kn, stride_vn,
+    acc, m_i, l_i, q, qy, qx, qy0, qx0, d_ok, k_base, v_base, stride_kn, stride_vn,
     offs_d, H, W, T, radius, scale_log2,
     IS_DISC: tl.constexpr, QY: tl.constexpr, QX: tl.constexpr, KY: tl.constexpr,
     KX: tl.constexpr, PRECISION: tl.constexpr, DOT_F32: tl.constexpr,
 ):  # fmt: skip
-    """Walk the tile's halo as a loop nest: key-row blocks, then the columns they need."""
+    """Walk the tile's halo as a loop nest: key-row blocks, then the columns they need.
+
+    Query rows past the grid are computed like the others and never stored: only keys are
+    bounds-checked.
+    """
     # Last real query row/column of this tile (tiles at the border are partial).
     qy1 = tl.minimum(qy0 + QY, H) - 1
     qx1 = tl.minimum(qx0 + QX, W) - 1
@@ -216,7 +220,7 @@ def _nested_blocks(  # type: ignore[no-untyped-def]
             k_ptrs = k_base + tok[:, None] * stride_kn + offs_d[None, :]
             v_ptrs = v_base + tok[:, None] * stride_vn + offs_d[None, :]
             inside = _window_visible(qy, qx, ky, kx, sy, sx, r2, kernel, IS_DISC)
-            visible = row_ok[:, None] & k_ok[None, :] & inside
+            visible = k_ok[None, :] & inside
             kv_mask = k_ok[:, None] & d_ok[None, :]
             acc, m_i, l_i = _attend_block(
                 acc, m_i, l_i, q, k_ptrs, v_ptrs, kv_mask, visible, scale_log2, PRECISION, DOT_F32
@@ -389,7 +393,7 @@ def _image_query_kernel(  # type: ignore[no-untyped-def]
         )  # fmt: skip
     else:
         acc, m_i, l_i = _nested_blocks(
-            acc, m_i, l_i, q, qy, qx, qy0, qx0, row_ok, d_ok, k_base, v_base, stride_kn,
+            acc, m_i, l_i, q, qy, qx, qy0, qx0, d_ok, k_base, v_base, stride_kn,
             stride_vn, offs_d, H, W, T, radius, scale_log2,
             IS_DISC, QY, QX, KY, KX, PRECISION, DOT_F32,
         )  # fmt: skip
