@@ -28,6 +28,11 @@ def test_gpu_check_cpu_smoke(tmp_path: Path) -> None:
     rows = report["rows"]
     assert {r["op"] for r in rows} == {"local_attention_2d", "depthwise_conv2d"}
     assert all(r["ok"] for r in rows), rows
-    assert all("sdpa_ms" in r for r in rows if r["op"] == "local_attention_2d")
+    attention = [r for r in rows if r["op"] == "local_attention_2d"]
+    assert all("sdpa_ms" in r and r["flash_equiv_ms"] > 0 for r in attention)
+    # Every candidate timed; the list schedule reports its computed / visible pairs.
+    assert all(len(r["candidates"]) == 2 for r in attention), attention
+    assert all(r["waste"] is None or r["waste"] >= 1 for r in attention)
+    assert "dense flash SDPA, same pairs" in run.stdout
     assert all("cudnn_ms" in r for r in rows if r["op"] == "depthwise_conv2d")
     assert report["goals"] and "GOAL" in run.stdout

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import math
 import os
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @functools.lru_cache(maxsize=1)
@@ -35,3 +40,30 @@ def autotune_enabled() -> bool:
     while capturing CUDA graphs, where timing runs are not allowed.
     """
     return os.environ.get("DIFFORGE_TRITON_AUTOTUNE", "1") not in ("", "0")
+
+
+def pick_fastest(
+    candidates: Sequence[T],
+    run: Callable[[T], None],
+    bench: Callable[[Callable[[], None]], float] | None = None,
+) -> tuple[T, dict[T, float]]:
+    """Time each candidate config and return the fastest with every timing (ms).
+
+    ``bench`` defaults to ``triton.testing.do_bench`` (CUDA). A candidate that fails (does
+    not compile: registers, shared memory) is timed as ``inf`` and skipped; if all fail, the
+    first is returned so that the caller's own launch reports the error.
+    """
+    if bench is None:
+        from triton.testing import do_bench
+
+        def bench(fn: Callable[[], None]) -> float:
+            return float(do_bench(fn, warmup=5, rep=20))
+
+    times: dict[T, float] = {}
+    for config in candidates:
+        try:
+            times[config] = bench(lambda c=config: run(c))  # type: ignore[misc]
+        except Exception:
+            times[config] = math.inf
+    best = min(candidates, key=lambda c: times[c])
+    return best, times

@@ -17,7 +17,6 @@ Both accumulate in fp32 and write the input dtype.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from difforge.plugins.kernels import autotune_enabled, interpreting
+from difforge.plugins.kernels import autotune_enabled, interpreting, pick_fastest
 from difforge.plugins.ops.depthwise_conv import check_conv_args, conv_out_size
 
 
@@ -207,6 +206,7 @@ def toeplitz_candidates(kernel: int, stride: int, dilation: int) -> list[Toeplit
 
 # Autotuning results (CUDA): the tiles picked per input shape, in the order tuned.
 TUNED: dict[tuple[Any, ...], Tiles] = {}
+TIMINGS: dict[tuple[Any, ...], dict[Tiles, float]] = {}  # every candidate's ms per shape
 
 
 def _launch(
@@ -248,21 +248,6 @@ def _launch(
 def _dot_f32(dtype: torch.dtype) -> bool:
     # Same interpreter workaround as the attention kernel: bf16 tl.dot is broken there.
     return interpreting() and dtype == torch.bfloat16
-
-
-def _autotune(candidates: list[Tiles], run: Callable[[Tiles], None]) -> Tiles:
-    from triton.testing import do_bench
-
-    best: Tiles = candidates[0]
-    best_ms = float("inf")
-    for tiles in candidates:
-        try:
-            ms = do_bench(lambda t=tiles: run(t), warmup=5, rep=20)
-        except Exception:  # a config that fails to compile is skipped
-            continue
-        if ms < best_ms:
-            best, best_ms = tiles, ms
-    return best
 
 
 def depthwise_conv2d_triton(
@@ -307,7 +292,7 @@ def depthwise_conv2d_triton(
                 def run(t: Tiles) -> None:
                     _launch(x, weight, bias, out, stride, dilation, padding, t)
 
-                TUNED[key] = _autotune(candidates, run)
+                TUNED[key], TIMINGS[key] = pick_fastest(candidates, run)
             candidates = [TUNED[key]]
         tiles = candidates[0]
     _launch(x, weight, bias, out, stride, dilation, padding, tiles)

@@ -17,8 +17,6 @@ fp32 results match the float64 reference to ~1e-6 rather than TF32's ~1e-3.
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +26,7 @@ import triton.language as tl
 
 from difforge.errors import DifforgeError
 from difforge.plugins.attention_args import check_attention_args, resolve_scale
-from difforge.plugins.kernels import autotune_enabled, interpreting
+from difforge.plugins.kernels import autotune_enabled, interpreting, pick_fastest
 from difforge.plugins.kernels.key_blocks import key_block_lists
 
 _LOG2E = 1.4426950408889634
@@ -578,8 +576,10 @@ TILE_CANDIDATES: tuple[AttentionTiles, ...] = (
     AttentionTiles(8, 16, 8, 8, num_warps=8, num_stages=3, schedule="list"),
 )
 
-# Autotuning results (CUDA): the tiles picked per input shape, in the order tuned.
+# Autotuning results (CUDA): the tiles picked per input shape, in the order tuned, and what
+# every candidate took (ms; inf: failed to compile).
 TUNED: dict[tuple[Any, ...], AttentionTiles] = {}
+TIMINGS: dict[tuple[Any, ...], dict[AttentionTiles, float]] = {}
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -689,19 +689,17 @@ def _sm_count(device: torch.device) -> int:
     return int(torch.cuda.get_device_properties(device).multi_processor_count)
 
 
-def _autotune(run: Callable[[AttentionTiles], None]) -> AttentionTiles:
-    """Time each candidate once per shape (CUDA only) and keep the fastest."""
-    from triton.testing import do_bench
-
-    best, best_ms = TILE_CANDIDATES[0], math.inf
-    for tiles in TILE_CANDIDATES:
-        try:
-            ms = do_bench(lambda t=tiles: run(t), warmup=5, rep=20)
-        except Exception:  # a config that fails to compile (registers, smem) is skipped
-            continue
-        if ms < best_ms:
-            best, best_ms = tiles, ms
-    return best
+def tuning_key(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    height: int,
+    width: int,
+    radius: int,
+    window: str,
+    scale: float,
+) -> tuple[Any, ...]:
+    """What autotuning results are kept per: one entry of :data:`TUNED` and :data:`TIMINGS`."""
+    return (q.device, q.dtype, q.shape, k.shape, height, width, radius, window, scale)
 
 
 def local_attention_2d_triton(
@@ -740,9 +738,9 @@ def local_attention_2d_triton(
         if autotune is None:
             autotune = autotune_enabled()
         if q.is_cuda and autotune and not interpreting():
-            key = (q.device, q.dtype, q.shape, k.shape, height, width, radius, window, scale)
+            key = tuning_key(q, k, height, width, radius, window, scale)
             if key not in TUNED:
-                TUNED[key] = _autotune(run)
+                TUNED[key], TIMINGS[key] = pick_fastest(TILE_CANDIDATES, run)
             tiles = TUNED[key]
     run(tiles)
     return out.to(q.dtype)
