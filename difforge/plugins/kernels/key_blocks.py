@@ -33,7 +33,7 @@ import torch
 from difforge.plugins.neighbourhood import check_window, square_start
 
 # Tiles x blocks decided at once: bounds the builder's memory on large grids.
-_CHUNK_PAIRS = 1 << 24
+_CHUNK_PAIRS = 1 << 22
 
 
 @dataclass(frozen=True)
