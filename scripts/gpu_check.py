@@ -5,6 +5,7 @@ Needs a CUDA GPU with torch + triton (no network, no onnx). From the repo root::
 
     python scripts/gpu_check.py                    # full run, < 5 min on an H100
     python scripts/gpu_check.py --quick            # one size per op (smoke run)
+    python scripts/gpu_check.py --no-flex          # all sizes, without flex_attention's compiles
     python scripts/gpu_check.py --out result.json  # JSON path (default gpu_check.json)
 
 Local attention (24 heads x 64, batch 1, CLEAR disc window) is checked against the
@@ -52,6 +53,11 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="gpu_check.json", help="JSON output path")
     parser.add_argument("--quick", action="store_true", help="one size per op")
+    parser.add_argument(
+        "--no-flex",
+        action="store_true",
+        help="skip flex_attention (its compiles take minutes; times ours, SDPA and dense flash)",
+    )
     # Runs the same logic on CPU under TRITON_INTERPRET=1 at toy sizes (CI proof only).
     parser.add_argument("--cpu-smoke", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -388,6 +394,7 @@ def plan(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
     cases: list[tuple[str, dict[str, Any]]] = []
 
     def attn(size: int, t: int, r: int, dtype: Any, sdpa: bool, flex: bool) -> None:
+        flex = flex and not args.no_flex
         cases.append(("attention", dict(size=size, t=t, radius=r, dtype=dtype, sdpa=sdpa,
                                         flex=flex)))  # fmt: skip
 

@@ -36,3 +36,20 @@ def test_gpu_check_cpu_smoke(tmp_path: Path) -> None:
     assert "dense flash SDPA, same pairs" in run.stdout
     assert all("cudnn_ms" in r for r in rows if r["op"] == "depthwise_conv2d")
     assert report["goals"] and "GOAL" in run.stdout
+
+
+def test_plan_headline_first_and_no_flex() -> None:
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    full = module.plan(argparse.Namespace(cpu_smoke=False, quick=False, no_flex=False))
+    kinds = [kind for kind, _ in full]
+    assert kinds[:4] == ["attention"] * 4  # the goals' cases come first
+    assert full[0][1]["size"] == 128 and full[0][1]["radius"] == 16
+    assert any(kw.get("flex") for _, kw in full)
+    lean = module.plan(argparse.Namespace(cpu_smoke=False, quick=False, no_flex=True))
+    assert len(lean) == len(full) and not any(kw.get("flex") for _, kw in lean)
