@@ -222,7 +222,13 @@ def compile_(backend: str, threads: int, no_optimize: bool, quiet: bool, **kw: A
 @click.option("--resolution", type=int, default=None, help="Sets height and width.")
 @click.option("--scheduler", default=None, help="ddim, euler, euler-ancestral, flow-euler.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads (default: as built).")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("out.png"), show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("out.png"),
+    show_default=True,
+    help="Image file; its suffix picks the format (.png, .jpg, .webp, ...).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print timings as JSON.")
 @click.option("-q", "--quiet", is_flag=True)
 def run(
@@ -245,16 +251,17 @@ def run(
 ) -> None:
     """Generate an image with an artifact (numpy + onnxruntime only)."""
     from difforge.runtime import GenerateRequest, load
-    from difforge.runtime.image import grid, save_png
+    from difforge.runtime.image import grid, image_format, save_image
 
+    image_format(out)  # a bad --out fails now, not after the generation
     pipe = load(artifact, threads=threads)
     if classes is not None:
-        if class_label is not None:
-            raise DifforgeError("give --class-label or --classes, not both")
+        if class_label is not None or prompt or negative_prompt:
+            raise DifforgeError("--classes takes no --class-label, --prompt or --negative-prompt")
         labels = parse_classes(classes)
         images, timings = run_classes(pipe, labels, steps, guidance, seed, scheduler)
         image = grid(images, columns=min(10, len(labels)), gap=2, fill=255)
-        save_png(image, out)
+        save_image(image, out)
         if as_json:
             click.echo(json.dumps({"out": str(out), "classes": labels, "timings": timings}))
             return
@@ -263,7 +270,7 @@ def run(
     request = GenerateRequest(
         prompt=prompt,
         negative_prompt=negative_prompt,
-        class_label=class_label if class_label is not None else 0,
+        class_label=class_label,
         steps=steps,
         guidance_scale=guidance,
         seed=seed,
@@ -280,7 +287,7 @@ def run(
     else:
         result = pipe(request)
     image = result.images[0] if len(result.images) == 1 else grid(result.images)
-    save_png(image, out)
+    save_image(image, out)
     if as_json:
         click.echo(
             json.dumps(
@@ -336,8 +343,10 @@ def run_classes(
 
     if pipe.kind != "class-to-image":
         raise DifforgeError(f"--classes needs a class-to-image artifact; this one is {pipe.kind}")
-    first = pipe.resolve(
-        GenerateRequest(class_label=labels[0], steps=steps, guidance_scale=guidance)
+    first = pipe.resolve(  # every label and setting checked before the first image
+        GenerateRequest(
+            class_label=labels, steps=steps, guidance_scale=guidance, scheduler=scheduler
+        )
     )
     per_call = pipe.images_per_call(first.guidance_scale)
     images, total = [], 0.0

@@ -100,6 +100,8 @@ def test_unwritable_output(tiny_sd_export: Path, tmp_path: Path) -> None:
         ("--steps", "0", "at least 1"),
         ("--scheduler", "flow-euler", "does not fit this model"),
         ("--scheduler", "plms", "unknown scheduler 'plms'"),
+        ("--class-label", "3", "takes a prompt, not a class label"),
+        ("--classes", "0-3", "--classes needs a class-to-image artifact"),
     ],
 )
 def test_bad_run_request(
@@ -116,6 +118,31 @@ def test_run_output_folder_missing(tiny_sd_artifact: Path, tmp_path: Path) -> No
         "run", str(tiny_sd_artifact), "-q", "--steps", "1", "--out", str(tmp_path / "no" / "x.png")
     )
     assert_user_error(done, "does not exist")
+
+
+def test_run_output_suffix_unknown(tiny_sd_artifact: Path, tmp_path: Path) -> None:
+    done = difforge("run", str(tiny_sd_artifact), "-q", "--out", str(tmp_path / "x.txt"))
+    assert_user_error(done, "unknown image suffix '.txt'")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--prompt", "a cat"), "class-to-image artifact (1000 classes) takes a class label"),
+        (("--class-label", "1000"), "class label 1000 is outside [0, 999]"),
+        (("--classes", "998-1001"), "class label 1000 is outside [0, 999]"),
+        (("--classes", "1,2", "--scheduler", "flow-euler"), "does not fit this model"),
+        (("--classes", "1,2", "--prompt", "a cat"), "--classes takes no --class-label, --prompt"),
+    ],
+)
+def test_bad_class_request(
+    tiny_dit_artifact: Path, tmp_path: Path, args: tuple[str, ...], needle: str
+) -> None:
+    out = tmp_path / "x.png"
+    done = difforge("run", str(tiny_dit_artifact), "-q", *args, "--out", str(out))
+    assert_user_error(done, needle)
+    assert not out.exists()
 
 
 def test_run_missing_artifact(tmp_path: Path) -> None:

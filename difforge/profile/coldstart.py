@@ -26,9 +26,8 @@ art, res, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 steps, threads = sys.argv[4], sys.argv[5]
 pipe = rt.load(art, threads=None if threads == "-" else int(threads))
 t2 = time.perf_counter()
-prompt = "a photo of a cat" if batch == 1 else ["a photo of a cat"] * batch
-req = rt.GenerateRequest(
-    prompt=prompt, steps=None if steps == "-" else int(steps), height=res, width=res
+req = pipe.example_request(
+    batch, steps=None if steps == "-" else int(steps), height=res, width=res
 )
 out = pipe(req)
 t3 = time.perf_counter()

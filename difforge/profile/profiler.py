@@ -69,7 +69,7 @@ def _op_profile(config: ProfileConfig, resolution: int, tmp: Path) -> dict[str, 
         threads=config.threads,
         session_overrides={"profile_prefix": str(tmp / "ort")},
     )
-    request = request_for(resolution, config.batch, config.steps)
+    request = request_for(pipeline, resolution, config.batch, config.steps)
     generations = 1 + PROFILED_GENERATIONS
     for _ in range(generations):
         pipeline(request)
@@ -99,7 +99,7 @@ def _model_runs(path: Path) -> list[dict[str, Any]]:
 def _roofline(
     pipeline: Pipeline, resolution: int, batch: int, call_p50: float, threads: int
 ) -> dict[str, Any]:
-    req = pipeline.resolve(request_for(resolution, batch, None))
+    req = pipeline.resolve(request_for(pipeline, resolution, batch, None))
     assert req.guidance_scale is not None
     call_batch = batch * (2 if req.guidance_scale > 1.0 else 1)
     f = int(pipeline.manifest.pipeline["vae_scale_factor"])
@@ -139,9 +139,9 @@ def profile(config: ProfileConfig, progress: Progress | None = None) -> dict[str
     pipeline = load(config.artifact, threads=config.threads)
     manifest = pipeline.manifest
     resolution = config.resolution or int(manifest.pipeline["resolution"]["default"])
-    pipeline.resolve(request_for(resolution, config.batch, config.steps))  # range checks
+    pipeline.resolve(request_for(pipeline, resolution, config.batch, config.steps))  # range checks
     for r in config.sweep:
-        pipeline.resolve(request_for(r, config.batch, config.steps))
+        pipeline.resolve(request_for(pipeline, r, config.batch, config.steps))
     threads = _threads_used(pipeline, config.threads)
     machine = describe_machine(threads)
 

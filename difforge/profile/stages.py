@@ -46,10 +46,12 @@ class StageRuns:
         }
 
 
-def request_for(resolution: int, batch: int, steps: int | None, seed: int = 0) -> GenerateRequest:
-    prompt: str | list[str] = "a photo of a cat" if batch == 1 else ["a photo of a cat"] * batch
-    return GenerateRequest(
-        prompt=prompt, steps=steps, seed=seed, height=resolution, width=resolution
+def request_for(
+    pipeline: Pipeline, resolution: int, batch: int, steps: int | None, seed: int = 0
+) -> GenerateRequest:
+    """``batch`` images at ``resolution``: prompts or class labels, as the artifact takes."""
+    return pipeline.example_request(
+        batch, steps=steps, seed=seed, height=resolution, width=resolution
     )
 
 
@@ -63,7 +65,7 @@ def time_stages(
     on_run: Callable[[int, int], None] | None = None,
 ) -> StageRuns:
     """Run ``warmup`` untimed then ``runs`` timed generations; collect every stage's seconds."""
-    request = request_for(resolution, batch, steps)
+    request = request_for(pipeline, resolution, batch, steps)
     for _ in range(warmup):
         pipeline(request)
     result: StageRuns | None = None

@@ -1,4 +1,5 @@
-"""Writing images: PNG files and class/prompt grids, always via a temporary file and rename."""
+"""Writing images (PNG, JPEG, WebP, ... by suffix) and class/prompt grids, always via a
+temporary file and rename."""
 
 from __future__ import annotations
 
@@ -28,13 +29,11 @@ def grid(
     return out
 
 
-def save_png(image: np.ndarray, path: str | Path) -> Path:
-    """Save a (H, W, 3) or grayscale (H, W, 1) uint8 image; a half-written file never
-    appears at ``path``."""
+def image_format(path: str | Path) -> str:
+    """The image format ``path`` will be written in (from its suffix), after checking that
+    its folder exists and is writable: call it before generating, so that a bad ``--out``
+    fails in a second rather than after the whole generation."""
     from PIL import Image
-
-    if image.ndim == 3 and image.shape[-1] == 1:
-        image = image[..., 0]
 
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
@@ -42,10 +41,33 @@ def save_png(image: np.ndarray, path: str | Path) -> Path:
         raise DifforgeError(f"cannot write {target}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise DifforgeError(f"cannot write {target}: folder {parent} is not writable")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=parent)
+    formats = Image.registered_extensions()
+    suffix = target.suffix.lower()
+    if suffix not in formats or formats[suffix] not in WRITABLE:
+        raise DifforgeError(
+            f"cannot write {target}: unknown image suffix {suffix or '(none)'!r} "
+            "(use .png, .jpg, .webp, .bmp or .tiff)"
+        )
+    return formats[suffix]
+
+
+#: Formats an RGB or grayscale uint8 image is written in losslessly or as users expect.
+WRITABLE = frozenset({"PNG", "JPEG", "WEBP", "BMP", "TIFF"})
+
+
+def save_image(image: np.ndarray, path: str | Path) -> Path:
+    """Save a (H, W, 3) or grayscale (H, W, 1) uint8 image in the format its suffix names
+    (``.png``, ``.jpg``, ``.webp``, ...); a half-written file never appears at ``path``."""
+    from PIL import Image
+
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    target = Path(path)
+    fmt = image_format(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(image).save(fh, format="PNG")
+            Image.fromarray(image).save(fh, format=fmt)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -26,11 +26,12 @@ StepCallback = Callable[[int, int], None]
 
 @dataclass
 class GenerateRequest:
-    """What to generate. ``prompt`` for text-to-image artifacts, ``class_label`` for class ones."""
+    """What to generate. ``prompt`` for text-to-image artifacts, ``class_label`` for class ones
+    (class 0 when left out); giving the other kind's conditioning is an error."""
 
     prompt: str | list[str] = ""
     negative_prompt: str = ""
-    class_label: int | list[int] = 0
+    class_label: int | list[int] | None = None
     steps: int | None = None
     guidance_scale: float | None = None
     seed: int = 0
@@ -59,15 +60,31 @@ class Pipeline:
         self.kind = manifest.pipeline["type"]
         self.plan = StepPlan.from_manifest(manifest.step_plan)
         self.tokenizer: CLIPTokenizer | None = None
-        if self.kind in ("text-to-image", "flux"):
+        if self.text_conditioned:
             tok = manifest.tokenizer or {}
             self.tokenizer = CLIPTokenizer(
                 root / tok["vocab"], root / tok["merges"], int(tok.get("max_length", 77))
             )
 
+    @property
+    def text_conditioned(self) -> bool:
+        """Whether this artifact takes prompts (else class labels)."""
+        return self.kind in ("text-to-image", "flux")
+
+    def example_request(self, batch: int = 1, **settings: Any) -> GenerateRequest:
+        """A request for ``batch`` images that fits this artifact (profiling, benchmarks): one
+        fixed prompt, or classes 0, 1, 2, ... ``settings`` are the other request fields."""
+        if self.text_conditioned:
+            prompt = "a photo of a cat"
+            return GenerateRequest(prompt=prompt if batch == 1 else [prompt] * batch, **settings)
+        classes = int(self.manifest.pipeline["num_classes"])
+        labels = [i % classes for i in range(batch)]
+        return GenerateRequest(class_label=labels[0] if batch == 1 else labels, **settings)
+
     # -- request checking -------------------------------------------------------------
     def resolve(self, request: GenerateRequest) -> GenerateRequest:
         """Fill defaults from the manifest and refuse what the artifact cannot do."""
+        self._check_conditioning(request)
         pipe = self.manifest.pipeline
         res = pipe["resolution"]
         height = request.height if request.height is not None else res["default"]
@@ -106,6 +123,12 @@ class Pipeline:
                 "this FLUX-style model has no classifier-free guidance (it is guidance-"
                 "distilled or guidance-free); leave --guidance unset"
             )
+        batch, most = self._batch_size(request), self.images_per_call(guidance)
+        if batch > most:
+            raise DifforgeError(
+                f"{batch} images in one call, but this artifact takes at most {most} at "
+                f"guidance {guidance:g} (split the request, or rebuild with a larger --max-batch)"
+            )
         return GenerateRequest(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
@@ -118,6 +141,41 @@ class Pipeline:
             scheduler=scheduler,
             latents=request.latents,
         )
+
+    def _check_conditioning(self, req: GenerateRequest) -> None:
+        """The request conditions the way this artifact does, with one entry per image."""
+        if self.text_conditioned:
+            if req.class_label is not None:
+                raise DifforgeError(
+                    f"this {self.kind} artifact takes a prompt, not a class label"
+                )
+            count = 1 if isinstance(req.prompt, str) else len(req.prompt)
+            what = "prompts"
+        else:
+            classes = int(self.manifest.pipeline["num_classes"])
+            if req.prompt or req.negative_prompt:
+                raise DifforgeError(
+                    f"this class-to-image artifact ({classes} classes) takes a class label, "
+                    "not a prompt"
+                )
+            labels = self._labels(req)
+            for label in labels:
+                if not 0 <= label < classes:
+                    raise DifforgeError(f"class label {label} is outside [0, {classes - 1}]")
+            count = len(labels)
+            what = "class labels"
+        if count == 0:
+            raise DifforgeError(f"the request has no {what}: nothing to generate")
+        if req.latents is not None and count not in (1, len(req.latents)):
+            raise DifforgeError(
+                f"{count} {what} for {len(req.latents)} initial latents: give one, or one each"
+            )
+
+    @staticmethod
+    def _labels(req: GenerateRequest) -> list[int]:
+        if req.class_label is None:
+            return [0]
+        return [req.class_label] if isinstance(req.class_label, int) else list(req.class_label)
 
     # -- stages -----------------------------------------------------------------------
     def _denoise(
@@ -138,12 +196,18 @@ class Pipeline:
         return runner.infer(feeds)["noise_pred"]
 
     def images_per_call(self, guidance_scale: float) -> int:
-        """Most images one generation call may hold: the denoiser's batch range, halved when
-        classifier-free guidance doubles every image."""
+        """Most images one generation call may hold: the smallest batch range of the
+        components, the denoiser's and text encoder's halved when classifier-free guidance
+        doubles every image."""
         cfg = guidance_scale > 1.0 and not self.guidance_input
-        limits = self.manifest.components["denoiser"].axes.get("batch")
-        top = int(limits[2]) if limits else 1
-        return max(1, top // 2 if cfg else top)
+        tops = []
+        for key, entry in self.manifest.components.items():
+            limits = entry.axes.get("batch")
+            if limits is None:
+                continue
+            doubled = cfg and key.partition("@")[0] in ("denoiser", "text_encoder")
+            tops.append(int(limits[2]) // (2 if doubled else 1))
+        return max(1, min(tops, default=1))
 
     @property
     def guidance_input(self) -> bool:
@@ -184,7 +248,7 @@ class Pipeline:
         return ndcfg(weak_uncond, strong_uncond, strong_cond, scale)
 
     def _conditioning(self, req: GenerateRequest, batch: int, cfg: bool) -> dict[str, np.ndarray]:
-        if self.kind in ("text-to-image", "flux"):
+        if self.text_conditioned:
             assert self.tokenizer is not None  # set in __init__ for these kinds
             prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
             if len(prompts) == 1 and batch > 1:
@@ -196,11 +260,9 @@ class Pipeline:
             if self.kind == "flux":
                 cond["pooled_projections"] = out["pooler_output"]
             return cond
-        labels = [req.class_label] if isinstance(req.class_label, int) else list(req.class_label)
-        num_classes = int(self.manifest.pipeline["num_classes"])
-        for label in labels:
-            if not 0 <= label < num_classes:
-                raise DifforgeError(f"class label {label} is outside [0, {num_classes - 1}]")
+        labels = self._labels(req)
+        if len(labels) == 1 and batch > 1:
+            labels = labels * batch
         null = [int(self.manifest.pipeline["null_class"])] * len(labels)
         # DiT order: conditional half first, then the null class.
         return {"class_labels": np.asarray(labels + (null if cfg else []), dtype=np.int64)}
@@ -208,9 +270,9 @@ class Pipeline:
     def _batch_size(self, req: GenerateRequest) -> int:
         if req.latents is not None:
             return int(req.latents.shape[0])
-        if self.kind in ("text-to-image", "flux"):
+        if self.text_conditioned:
             return 1 if isinstance(req.prompt, str) else len(req.prompt)
-        return 1 if isinstance(req.class_label, int) else len(req.class_label)
+        return len(self._labels(req))
 
     def _initial_latents(self, req: GenerateRequest, batch: int, sched: Scheduler) -> np.ndarray:
         pipe = self.manifest.pipeline

@@ -1,0 +1,104 @@
+"""Generation requests: conditioning checked against the artifact, batches, image formats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from difforge.errors import DifforgeError
+from difforge.runtime import GenerateRequest, load
+from difforge.runtime.image import image_format, save_image
+
+
+def test_class_artifact_defaults_to_class_zero(tiny_dit_artifact: Path) -> None:
+    pipe = load(tiny_dit_artifact)
+    default = pipe(GenerateRequest(steps=1, guidance_scale=1.0, seed=3)).images
+    zero = pipe(GenerateRequest(class_label=0, steps=1, guidance_scale=1.0, seed=3)).images
+    five = pipe(GenerateRequest(class_label=5, steps=1, guidance_scale=1.0, seed=3)).images
+    np.testing.assert_array_equal(default, zero)
+    assert not np.array_equal(zero, five)
+
+
+def test_one_label_serves_every_initial_latent(tiny_dit_artifact: Path) -> None:
+    pipe = load(tiny_dit_artifact)
+    shape = (2, 4, 16, 16)
+    latents = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    one = pipe(GenerateRequest(class_label=7, steps=1, guidance_scale=1.0, latents=latents))
+    each = pipe(
+        GenerateRequest(class_label=[7, 7], steps=1, guidance_scale=1.0, latents=latents)
+    )
+    assert one.images.shape[0] == 2
+    np.testing.assert_array_equal(one.images, each.images)
+
+
+@pytest.mark.parametrize(
+    ("request_kw", "needle"),
+    [
+        ({"class_label": []}, "no class labels"),
+        ({"class_label": [1, 2]}, "2 class labels for 3 initial latents"),
+        ({"class_label": [1, 2, 3]}, "3 images in one call, but this artifact takes at most 2"),
+        ({"negative_prompt": "blurry"}, "takes a class label, not a prompt"),
+        ({"class_label": -1}, "class label -1 is outside"),
+    ],
+)
+def test_class_request_refused(
+    tiny_dit_artifact: Path, request_kw: dict[str, object], needle: str
+) -> None:
+    pipe = load(tiny_dit_artifact)
+    latents = np.zeros((3, 4, 16, 16), dtype=np.float32)
+    with pytest.raises(DifforgeError, match=needle):
+        pipe.resolve(GenerateRequest(latents=latents, **request_kw))  # type: ignore[arg-type]
+
+
+def test_text_request_refused(tiny_sd_artifact: Path) -> None:
+    pipe = load(tiny_sd_artifact)
+    most = pipe.images_per_call(7.5)
+    with pytest.raises(DifforgeError, match=f"at most {most} at guidance 7.5"):
+        pipe.resolve(GenerateRequest(prompt=["a cat"] * (most + 1), guidance_scale=7.5))
+    with pytest.raises(DifforgeError, match="no prompts"):
+        pipe.resolve(GenerateRequest(prompt=[]))
+    with pytest.raises(DifforgeError, match="takes a prompt, not a class label"):
+        pipe.resolve(GenerateRequest(prompt="a cat", class_label=0))
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_example_request_fits_either_kind(
+    tiny_sd_artifact: Path, tiny_dit_artifact: Path, batch: int
+) -> None:
+    for artifact in (tiny_sd_artifact, tiny_dit_artifact):
+        pipe = load(artifact)
+        request = pipe.example_request(batch, steps=1, guidance_scale=1.0)
+        result = pipe(request)
+        assert result.images.shape[0] == batch
+        assert result.request["batch"] == batch
+
+
+@pytest.mark.parametrize(("suffix", "magic"), [(".png", b"\x89PNG"), (".jpg", b"\xff\xd8\xff")])
+def test_save_image_format_from_suffix(tmp_path: Path, suffix: str, magic: bytes) -> None:
+    image = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    path = save_image(image, tmp_path / f"x{suffix}")
+    assert path.read_bytes().startswith(magic)
+    assert [p.name for p in tmp_path.iterdir()] == [f"x{suffix}"]
+
+
+@pytest.mark.parametrize(
+    ("name", "needle"),
+    [("x", r"unknown image suffix '\(none\)'"), ("x.onnx", "unknown image suffix '.onnx'"),
+     ("no/x.png", "folder .* does not exist")],
+)  # fmt: skip
+def test_image_format_refuses(tmp_path: Path, name: str, needle: str) -> None:
+    with pytest.raises(DifforgeError, match=needle):
+        image_format(tmp_path / name)
+
+
+def test_profiling_a_class_artifact_keeps_its_batch(tiny_dit_artifact: Path) -> None:
+    from difforge.profile.coldstart import cold_start
+    from difforge.profile.stages import time_stages
+
+    pipe = load(tiny_dit_artifact)
+    runs = time_stages(pipe, 128, batch=2, steps=1, runs=1, warmup=0)
+    assert runs.batch == 2
+    cold = cold_start(tiny_dit_artifact, 128, batch=2, steps=1, threads=None)
+    assert cold["first_run_s"] > 0
