@@ -343,23 +343,27 @@ def run_classes(
 
     if pipe.kind != "class-to-image":
         raise DifforgeError(f"--classes needs a class-to-image artifact; this one is {pipe.kind}")
-    first = pipe.resolve(  # every label and setting checked before the first image
+    first = pipe.resolve(
         GenerateRequest(
-            class_label=labels, steps=steps, guidance_scale=guidance, scheduler=scheduler
+            class_label=labels[0], steps=steps, guidance_scale=guidance, scheduler=scheduler
         )
     )
     per_call = pipe.images_per_call(first.guidance_scale)
-    images, total = [], 0.0
-    for i, start in enumerate(range(0, len(labels), per_call)):
-        result = pipe(
-            GenerateRequest(
-                class_label=labels[start : start + per_call],
-                steps=steps,
-                guidance_scale=guidance,
-                seed=seed + i,
-                scheduler=scheduler,
-            )
+    requests = [
+        GenerateRequest(
+            class_label=labels[start : start + per_call],
+            steps=steps,
+            guidance_scale=guidance,
+            seed=seed + i,
+            scheduler=scheduler,
         )
+        for i, start in enumerate(range(0, len(labels), per_call))
+    ]
+    for request in requests:  # every label checked before the first image
+        pipe.resolve(request)
+    images, total = [], 0.0
+    for request in requests:
+        result = pipe(request)
         images.append(result.images)
         total += result.timings["total"]
     return np.concatenate(images), {"total": total}
