@@ -15,8 +15,10 @@ card's floor: max(FLOPs / peak matmul FLOP/s, bytes / peak copy bandwidth), with
 counted over visible (q, k) pairs only, and against dense flash SDPA over the same number of
 pairs (what the card's best dense kernel takes for that work). Every autotuning candidate's
 time is kept, and printed for the headline cases. The depthwise conv is checked and timed against
-``conv2d(groups=C)`` (cuDNN). Prints one table and the goals; exits 1 when a kernel is
-wrong or a case crashed.
+``conv2d(groups=C)`` (cuDNN). First, the registered torch ops (what the patched modules
+call) are checked to run the Triton kernels on CUDA rather than their PyTorch fallbacks.
+Prints one table and the goals; exits 1 when a kernel is wrong, a case crashed or an op
+does not reach its kernel.
 """
 
 from __future__ import annotations
@@ -353,6 +355,72 @@ class Checker:
         row["floor_ms"] = self.floor_ms(flops, nbytes, dtype)
         return row
 
+    # -- wiring ------------------------------------------------------------------------------
+    def wiring_rows(self) -> list[dict[str, Any]]:
+        """The registered ops (what patched modules call) run the Triton kernels on CUDA.
+
+        The ops' PyTorch fallbacks are wrapped while the ops run: on CUDA, reaching one fails
+        the row, and the op's output must equal the kernel's bit for bit; in the CPU smoke
+        run the fallback is the expected path and must agree with the kernel to tolerance.
+        """
+        torch = self.torch
+        import difforge.plugins.ops.depthwise_conv as conv_op
+        import difforge.plugins.ops.local_attention as attention_op
+        from difforge.plugins.kernels.depthwise_conv import depthwise_conv2d_triton
+        from difforge.plugins.kernels.local_attention import local_attention_2d_triton
+        from difforge.plugins.modules import DepthwiseConv2d
+
+        reached: list[str] = []
+
+        @contextlib.contextmanager
+        def watched(module: Any, name: str) -> Any:
+            original = getattr(module, name)
+
+            def fallback(*args: Any) -> Any:
+                reached.append(name)
+                return original(*args)
+
+            setattr(module, name, fallback)
+            try:
+                yield
+            finally:
+                setattr(module, name, original)
+
+        on_gpu = self.device.type == "cuda"
+        dtype = torch.float16
+        h = w = 12
+        t, d = 4, self.head_dim
+        q, k, v = (torch.randn(1, 2, t + h * w, d, device=self.device, dtype=dtype)
+                   for _ in range(3))  # fmt: skip
+        args = (h, w, t, 3, "disc", 0.0, 0)
+        conv = DepthwiseConv2d(torch.randn(8, 1, 13, 13) / 13, torch.randn(8))
+        conv = conv.to(self.device, dtype)
+        x = torch.randn(1, 8, 20, 20, device=self.device, dtype=dtype)
+        cases = [
+            ("torch.ops.difforge.local_attention_2d", attention_op, "_cpu_local_attention",
+             lambda: torch.ops.difforge.local_attention_2d(q, k, v, *args),
+             lambda: local_attention_2d_triton(q, k, v, *args)),
+            ("plugins.modules.DepthwiseConv2d", conv_op, "depthwise_conv2d_reference",
+             lambda: conv(x),
+             lambda: depthwise_conv2d_triton(x, conv.weight, conv.bias, 1, 1, 6)),
+        ]  # fmt: skip
+        rows = []
+        for name, module, fallback, through_op, kernel in cases:
+            reached.clear()
+            with torch.no_grad():
+                with watched(module, fallback):
+                    got = through_op()
+                want = kernel()
+            path = "fallback" if reached else "kernel"
+            row: dict[str, Any] = {"op": "wiring", "case": name, "dtype": "fp16", "path": path}
+            _errors(row, got, want.float())
+            row["ok"] = bool(
+                path == ("kernel" if on_gpu else "fallback")
+                and (torch.equal(got, want) if on_gpu else row["ok"])
+            )
+            rows.append(row)
+        return rows
+
     def _empty_cache(self) -> None:
         if self.device.type == "cuda":
             self.torch.cuda.empty_cache()
@@ -546,6 +614,14 @@ def main() -> int:
     cases = plan(args)
     checker.prepare_flex(cases)
     rows: list[dict[str, Any]] = []
+    try:
+        rows += checker.wiring_rows()
+    except Exception as exc:
+        traceback.print_exc()
+        rows.append({"op": "wiring", "case": "ops", "ok": False,
+                     "error": f"{type(exc).__name__}: {exc}"[:300]})  # fmt: skip
+    for row in rows:
+        print(f"wiring {row['case']}: {row.get('path', '?')} ok={row['ok']}", flush=True)
     for kind, kwargs in cases:
         if elapsed() > CASE_BUDGET_S:
             rows.append({"op": kind, "case": str(kwargs), "error": "skipped (time budget)"})
