@@ -47,10 +47,10 @@ def test_patched_artifact_matches_patched_pytorch(
         (1, 4, size // 8, size // 8), dtype=np.float32
     )
     prompt, label = "a castle on a hill", 3
+    conditioning = {"prompt": prompt} if pipe.text_conditioned else {"class_label": label}
     result = pipe(
         GenerateRequest(
-            prompt=prompt,
-            class_label=label,
+            **conditioning,  # type: ignore[arg-type]
             steps=steps,
             seed=seed,
             height=size,
