@@ -102,3 +102,15 @@ def test_profiling_a_class_artifact_keeps_its_batch(tiny_dit_artifact: Path) -> 
     assert runs.batch == 2
     cold = cold_start(tiny_dit_artifact, 128, batch=2, steps=1, threads=None)
     assert cold["first_run_s"] > 0
+
+
+def test_images_per_call_respects_every_component(tiny_sd_artifact: Path) -> None:
+    """The VAE decodes one image per image, the text encoder and denoiser two under CFG."""
+    pipe = load(tiny_sd_artifact)
+    axes = {role: entry.axes["batch"][2] for role, entry in pipe.manifest.components.items()}
+    most = pipe.images_per_call(1.0)
+    assert most == min(axes.values())
+    assert pipe.images_per_call(7.5) == min(axes["vae_decoder"], axes["denoiser"] // 2,
+                                            axes["text_encoder"] // 2)  # fmt: skip
+    result = pipe(GenerateRequest(prompt=["a cat"] * most, steps=1, guidance_scale=1.0))
+    assert result.images.shape[0] == most
