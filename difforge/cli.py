@@ -390,7 +390,9 @@ def format_timings(timings: dict[str, float], steps: int) -> str:
 @click.option("--steps", type=int, default=None, help="Sampler steps (default: the artifact's).")
 @click.option("--guidance", type=float, default=None, help="Guidance scale.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--prompt", default="a photo of a cat", show_default=True)
+@click.option(
+    "--prompt", default=None, help='Text prompt (text artifacts; default "a photo of a cat").'
+)
 @click.option("--threads", type=int, default=None, help="Intra-op threads (default: as built).")
 @click.option(
     "--min-psnr", type=float, default=None, help="Exit 1 if the worst PSNR (dB) is below this."
@@ -404,7 +406,7 @@ def evaluate(
     steps: int | None,
     guidance: float | None,
     seed: int,
-    prompt: str,
+    prompt: str | None,
     threads: int | None,
     min_psnr: float | None,
     as_json: bool,

@@ -145,6 +145,11 @@ def test_bad_class_request(
     assert not out.exists()
 
 
+def test_eval_prompt_on_class_artifact(tiny_dit_artifact: Path) -> None:
+    done = difforge("eval", str(tiny_dit_artifact), "-q", "--prompt", "a cat")
+    assert_user_error(done, "compared class by class; it takes no --prompt")
+
+
 def test_run_missing_artifact(tmp_path: Path) -> None:
     assert_user_error(difforge("run", str(tmp_path / "none")), "artifact not found")
     assert_user_error(difforge("info", str(tmp_path)), "is not a difforge artifact")

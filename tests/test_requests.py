@@ -26,9 +26,7 @@ def test_one_label_serves_every_initial_latent(tiny_dit_artifact: Path) -> None:
     shape = (2, 4, 16, 16)
     latents = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     one = pipe(GenerateRequest(class_label=7, steps=1, guidance_scale=1.0, latents=latents))
-    each = pipe(
-        GenerateRequest(class_label=[7, 7], steps=1, guidance_scale=1.0, latents=latents)
-    )
+    each = pipe(GenerateRequest(class_label=[7, 7], steps=1, guidance_scale=1.0, latents=latents))
     assert one.images.shape[0] == 2
     np.testing.assert_array_equal(one.images, each.images)
 
@@ -61,6 +59,16 @@ def test_text_request_refused(tiny_sd_artifact: Path) -> None:
         pipe.resolve(GenerateRequest(prompt=[]))
     with pytest.raises(DifforgeError, match="takes a prompt, not a class label"):
         pipe.resolve(GenerateRequest(prompt="a cat", class_label=0))
+
+
+def test_negative_prompt_needs_guidance(tiny_sd_artifact: Path) -> None:
+    pipe = load(tiny_sd_artifact)
+    with pytest.raises(DifforgeError, match="no effect: guidance 1 runs no classifier-free"):
+        pipe.resolve(GenerateRequest(prompt="a cat", negative_prompt="blurry", guidance_scale=1))
+    guided = pipe.resolve(
+        GenerateRequest(prompt="a cat", negative_prompt="blurry", guidance_scale=3)
+    )
+    assert guided.negative_prompt == "blurry"
 
 
 @pytest.mark.parametrize("batch", [1, 2])

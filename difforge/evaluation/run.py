@@ -107,11 +107,19 @@ def torch_pipeline(root: Path, manifest: Manifest, reporter: Reporter) -> Pipeli
     return Pipeline(root, manifest, runners)
 
 
-def _request(manifest: Manifest, index: int, seed: int, prompt: str, **kw: Any) -> GenerateRequest:
+def _request(
+    manifest: Manifest, index: int, seed: int, prompt: str | None, **kw: Any
+) -> GenerateRequest:
+    """Image ``index`` of the comparison: the prompt for text artifacts, classes in turn
+    (0, 1, ...) for class artifacts, which refuse a prompt."""
     if manifest.pipeline["type"] == "class-to-image":
+        if prompt is not None:
+            raise DifforgeError(
+                "this class-to-image artifact is compared class by class; it takes no --prompt"
+            )
         label = index % int(manifest.pipeline["num_classes"])
         return GenerateRequest(class_label=label, seed=seed, **kw)
-    return GenerateRequest(prompt=prompt, seed=seed, **kw)
+    return GenerateRequest(prompt=DEFAULT_PROMPT if prompt is None else prompt, seed=seed, **kw)
 
 
 def _label(request: GenerateRequest) -> str:
@@ -167,7 +175,7 @@ def evaluate(
     steps: int | None = None,
     guidance: float | None = None,
     seed: int = 0,
-    prompt: str = DEFAULT_PROMPT,
+    prompt: str | None = None,
     threads: int | None = None,
     reporter: Reporter | None = None,
 ) -> EvalReport:
@@ -183,10 +191,10 @@ def evaluate(
     with rep.task(f"load engine {root}"):
         engine = load(root, threads=threads)
     manifest = engine.manifest
-    reference = torch_pipeline(root, manifest, rep)
     first = engine.resolve(
         _request(manifest, 0, seed, prompt, steps=steps, guidance_scale=guidance)
     )
+    reference = torch_pipeline(root, manifest, rep)
     assert first.steps is not None and first.guidance_scale is not None
     report = EvalReport(str(root), first.steps, first.guidance_scale)
     with rep.progress("engine vs PyTorch", total=images) as advance:

@@ -123,6 +123,13 @@ class Pipeline:
                 "this FLUX-style model has no classifier-free guidance (it is guidance-"
                 "distilled or guidance-free); leave --guidance unset"
             )
+        if request.negative_prompt and not (guidance > 1.0 and not self.guidance_input):
+            why = (
+                "this FLUX-style model runs no classifier-free guidance"
+                if self.kind == "flux"
+                else f"guidance {guidance:g} runs no classifier-free guidance (it needs > 1)"
+            )
+            raise DifforgeError(f"a negative prompt would have no effect: {why}")
         batch, most = self._batch_size(request), self.images_per_call(guidance)
         if batch > most:
             raise DifforgeError(
