@@ -254,12 +254,23 @@ def run(
     from difforge.runtime.image import grid, image_format, save_image
 
     image_format(out)  # a bad --out fails now, not after the generation
+    if resolution is not None and (height is not None or width is not None):
+        raise DifforgeError("--resolution sets both height and width; give it or them, not both")
+    if resolution is not None:
+        height = width = resolution
+    settings: dict[str, Any] = {
+        "steps": steps,
+        "guidance_scale": guidance,
+        "scheduler": scheduler,
+        "height": height,
+        "width": width,
+    }
     pipe = load(artifact, threads=threads)
     if classes is not None:
         if class_label is not None or prompt or negative_prompt:
             raise DifforgeError("--classes takes no --class-label, --prompt or --negative-prompt")
         labels = parse_classes(classes)
-        images, timings = run_classes(pipe, labels, steps, guidance, seed, scheduler)
+        images, timings = run_classes(pipe, labels, seed, **settings)
         image = grid(images, columns=min(10, len(labels)), gap=2, fill=255)
         save_image(image, out)
         if as_json:
@@ -271,12 +282,8 @@ def run(
         prompt=prompt,
         negative_prompt=negative_prompt,
         class_label=class_label,
-        steps=steps,
-        guidance_scale=guidance,
         seed=seed,
-        height=height or resolution,
-        width=width or resolution,
-        scheduler=scheduler,
+        **settings,
     )
     resolved = pipe.resolve(request)
     if not quiet and not as_json:
@@ -329,34 +336,20 @@ def parse_classes(text: str) -> list[int]:
 
 
 def run_classes(
-    pipe: Any,
-    labels: list[int],
-    steps: int | None,
-    guidance: float | None,
-    seed: int,
-    scheduler: str | None,
+    pipe: Any, labels: list[int], seed: int, **settings: Any
 ) -> tuple[Any, dict[str, float]]:
-    """Generate one image per label, in as few calls as the artifact's batch range allows."""
+    """Generate one image per label, in as few calls as the artifact's batch range allows;
+    ``settings`` are the other ``GenerateRequest`` fields (steps, guidance_scale, ...)."""
     import numpy as np
 
     from difforge.runtime import GenerateRequest
 
     if pipe.kind != "class-to-image":
         raise DifforgeError(f"--classes needs a class-to-image artifact; this one is {pipe.kind}")
-    first = pipe.resolve(
-        GenerateRequest(
-            class_label=labels[0], steps=steps, guidance_scale=guidance, scheduler=scheduler
-        )
-    )
+    first = pipe.resolve(GenerateRequest(class_label=labels[0], seed=seed, **settings))
     per_call = pipe.images_per_call(first.guidance_scale)
     requests = [
-        GenerateRequest(
-            class_label=labels[start : start + per_call],
-            steps=steps,
-            guidance_scale=guidance,
-            seed=seed + i,
-            scheduler=scheduler,
-        )
+        GenerateRequest(class_label=labels[start : start + per_call], seed=seed + i, **settings)
         for i, start in enumerate(range(0, len(labels), per_call))
     ]
     for request in requests:  # every label checked before the first image

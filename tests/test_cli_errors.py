@@ -73,6 +73,21 @@ def test_bad_resolution_option(tmp_path: Path) -> None:
     assert_user_error(done, "not a multiple of 16")
 
 
+@pytest.mark.parametrize(
+    ("opset", "needle"),
+    [
+        ("40", "--opset 40 does not exist"),
+        # torch writes opset 18 and cannot convert this text encoder down (LayerNormalization).
+        ("9", "could not write the text_encoder at opset 9 (it wrote opset 18)"),
+    ],
+)
+def test_opset_the_exporter_cannot_write(tmp_path: Path, opset: str, needle: str) -> None:
+    out = tmp_path / "o"
+    done = difforge("export", "-q", "--preset", "tiny-sd", "--opset", opset, "-o", str(out))
+    assert_user_error(done, needle)
+    assert not out.exists()
+
+
 def test_existing_output_needs_force(tiny_sd_export: Path, tiny_sd_artifact: Path) -> None:
     before = (tiny_sd_artifact / "manifest.json").read_bytes()
     done = difforge("build", "-q", str(tiny_sd_export), "-o", str(tiny_sd_artifact))
@@ -93,22 +108,29 @@ def test_unwritable_output(tiny_sd_export: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("option", "value", "needle"),
+    ("args", "needle"),
     [
-        ("--resolution", "1024", "outside this artifact's range [128, 512]"),
-        ("--resolution", "200", "not a multiple of 16"),
-        ("--steps", "0", "at least 1"),
-        ("--scheduler", "flow-euler", "does not fit this model"),
-        ("--scheduler", "plms", "unknown scheduler 'plms'"),
-        ("--class-label", "3", "takes a prompt, not a class label"),
-        ("--classes", "0-3", "--classes needs a class-to-image artifact"),
+        (("--resolution", "1024"), "outside this artifact's range [128, 512]"),
+        (("--resolution", "200"), "not a multiple of 16"),
+        (("--steps", "0"), "at least 1"),
+        (("--scheduler", "flow-euler"), "does not fit this model"),
+        (("--scheduler", "plms"), "unknown scheduler 'plms'"),
+        (("--class-label", "3"), "takes a prompt, not a class label"),
+        (("--seed", "-1"), "--seed must be 0 or more, got -1"),
+        (("--guidance", "-2"), "--guidance must be 0 or more, got -2"),
+        (
+            ("--negative-prompt", "blurry", "--guidance", "1"),
+            "a negative prompt would have no effect",
+        ),
+        (("--classes", "0-3"), "--classes needs a class-to-image artifact"),
+        (("--resolution", "256", "--height", "128"), "give it or them, not both"),
     ],
 )
 def test_bad_run_request(
-    tiny_sd_artifact: Path, tmp_path: Path, option: str, value: str, needle: str
+    tiny_sd_artifact: Path, tmp_path: Path, args: tuple[str, ...], needle: str
 ) -> None:
     out = tmp_path / "x.png"
-    done = difforge("run", str(tiny_sd_artifact), "-q", option, value, "--out", str(out))
+    done = difforge("run", str(tiny_sd_artifact), "-q", *args, "--out", str(out))
     assert_user_error(done, needle)
     assert not out.exists()
 
@@ -133,6 +155,7 @@ def test_run_output_suffix_unknown(tiny_sd_artifact: Path, tmp_path: Path) -> No
         (("--class-label", "1000"), "class label 1000 is outside [0, 999]"),
         (("--classes", "998-1001"), "class label 1000 is outside [0, 999]"),
         (("--classes", "1,2", "--scheduler", "flow-euler"), "does not fit this model"),
+        (("--classes", "1,2", "--resolution", "4096"), "height 4096 is outside this artifact"),
         (("--classes", "1,2", "--prompt", "a cat"), "--classes takes no --class-label, --prompt"),
     ],
 )

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from difforge._fs import check_target, staged_folder
 from difforge._progress import Reporter, SilentReporter
 from difforge.config import ExportConfig, ResolutionRange
@@ -142,6 +144,11 @@ def export(config: ExportConfig, reporter: Reporter | None = None) -> Path:
     rep = reporter or SilentReporter()
     if config.max_batch < 1:
         raise DifforgeError(f"--max-batch must be at least 1, got {config.max_batch}")
+    newest = onnx.defs.onnx_opset_version()
+    if not 1 <= config.opset <= newest:
+        raise DifforgeError(
+            f"--opset {config.opset} does not exist (the installed onnx knows 1 to {newest})"
+        )
     check_target(config.output, config.force)
     created = _create_patches(config.patches)
     prepared = prepare_model(config, rep, created)

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from difforge.errors import DifforgeError
 from difforge.export.components import Component
 
 DEFAULT_OPSET = 20
@@ -58,28 +59,59 @@ def export_component(
     args = tuple(sample[n] for n in names)
     external = _param_bytes(component.module) > EXTERNAL_DATA_BYTES
     path.parent.mkdir(parents=True, exist_ok=True)
-    quiet = logging.getLogger("torch.onnx")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # signature-inference chatter about custom-op translations
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            component.module,
-            args,
-            dynamo=True,
-            opset_version=opset,
-            input_names=names,
-            output_names=[t.name for t in spec.outputs],
-            dynamic_shapes=_positional(spec.dynamic_shapes(), names, component.module),
-            custom_translation_table=custom_translations() or None,
-            verbose=False,
-            **(extra_kwargs or {}),
-        )
-        assert program is not None  # dynamo=True always returns an ONNXProgram
-        program.save(str(path), external_data=external)
-    quiet.setLevel(level)
+    # Signature-inference chatter about custom-op translations, and the version converter's
+    # traceback when it cannot reach the requested opset (_check_opset says that in one line).
+    quiet = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                component.module,
+                args,
+                dynamo=True,
+                opset_version=opset,
+                input_names=names,
+                output_names=[t.name for t in spec.outputs],
+                dynamic_shapes=_positional(spec.dynamic_shapes(), names, component.module),
+                custom_translation_table=custom_translations() or None,
+                verbose=False,
+                **(extra_kwargs or {}),
+            )
+            assert program is not None  # dynamo=True always returns an ONNXProgram
+            program.save(str(path), external_data=external)
+    finally:
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
+    _check_opset(path, opset, spec.role)
     _attach_plugin_functions(path)
     return path
+
+
+def _check_opset(path: Path, requested: int, role: str) -> None:
+    """torch's exporter writes opset 18+ and converts to the requested one; when that fails it
+    keeps what it wrote, with only a log line (silenced above) to say so."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    written = next(
+        (int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None
+    )
+    if written is None or written == requested:
+        return
+    if requested > written:
+        hint = f"choose one it supports (the default is {DEFAULT_OPSET})"
+    else:
+        hint = (
+            "onnx's version converter has no adapter for one of its ops; "
+            f"use --opset {written} or later"
+        )
+    raise DifforgeError(
+        f"torch's ONNX exporter could not write the {role} at opset {requested} "
+        f"(it wrote opset {written}): {hint}"
+    )
 
 
 def _attach_plugin_functions(path: Path) -> None:

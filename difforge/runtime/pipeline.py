@@ -113,11 +113,15 @@ class Pipeline:
             steps = int(self.manifest.scheduler.get("default_steps", 20))
         if steps < 1:
             raise DifforgeError(f"--steps must be at least 1, got {steps}")
+        if request.seed < 0:  # numpy's generators take non-negative seeds only
+            raise DifforgeError(f"--seed must be 0 or more, got {request.seed}")
         guidance = (
             request.guidance_scale
             if request.guidance_scale is not None
             else float(pipe.get("default_guidance", 1.0))
         )
+        if guidance < 0:
+            raise DifforgeError(f"--guidance must be 0 or more, got {guidance:g}")
         if self.kind == "flux" and guidance > 1.0:
             raise DifforgeError(
                 "this FLUX-style model has no classifier-free guidance (it is guidance-"
