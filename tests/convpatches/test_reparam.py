@@ -135,3 +135,13 @@ def test_reparam_pass_on_tiny_lk_unet() -> None:
         patch.undo()
         assert list(unet.state_dict()) == keys
         assert torch.equal(run(unet, args), ref)
+
+
+def test_reparam_refuses_a_model_with_nothing_to_merge() -> None:
+    plain = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3), torch.nn.GroupNorm(2, 4)).eval()
+    with pytest.raises(DifforgeError, match="finds nothing to merge in Sequential"):
+        ReparamPatch().apply(plain)
+    # One Conv2d + BatchNorm2d pair is enough to make it a deploy pass worth running.
+    with_bn = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3), torch.nn.BatchNorm2d(4)).eval()
+    report = ReparamPatch().apply(with_bn)
+    assert report.replaced == ["0", "1"]

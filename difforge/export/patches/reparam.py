@@ -54,6 +54,19 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     return out
 
 
+def _conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """Names of each ``Conv2d`` directly followed by a ``BatchNorm2d`` in an ``nn.Sequential``."""
+    pairs = []
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        prefix = f"{name}." if name else ""
+        for (key1, first), (key2, second) in itertools.pairwise(module.named_children()):
+            if isinstance(first, nn.Conv2d) and isinstance(second, nn.BatchNorm2d):
+                pairs.append((prefix + key1, prefix + key2))
+    return pairs
+
+
 @register_patch
 class ReparamPatch(Patch):
     """Merge re-parameterisable branches and fold BatchNorm for deployment."""
@@ -84,6 +97,13 @@ class ReparamPatch(Patch):
 
         # Collect first: the walk must not see the modules it is replacing.
         targets = list(denoiser.named_modules())
+        branchy = (DilatedReparamBlock, InceptionDWConv2d)
+        if not any(isinstance(m, branchy) for _, m in targets) and not _conv_bn_pairs(denoiser):
+            raise DifforgeError(
+                f"patch 'reparam' finds nothing to merge in {type(denoiser).__name__}: no "
+                "UniRepLKNet reparam blocks, InceptionNeXt mixers or Conv2d + BatchNorm2d pairs "
+                "(it is for backbones built from them, such as tiny-lk-unet)"
+            )
         for name, module in targets:
             if isinstance(module, DilatedReparamBlock):
                 # Through difforge's depthwise op: the Triton kernel on GPUs, a plain Conv
@@ -91,15 +111,11 @@ class ReparamPatch(Patch):
                 swap(name, DepthwiseConv2d.from_conv(module.merge()))
             elif isinstance(module, InceptionDWConv2d) and fold_mixers:
                 swap(name, module.fold())
-        for name, module in list(denoiser.named_modules()):
-            if not isinstance(module, nn.Sequential):
-                continue
-            children = list(module.named_children())
-            prefix = f"{name}." if name else ""
-            for (key1, first), (key2, second) in itertools.pairwise(children):
-                if isinstance(first, nn.Conv2d) and isinstance(second, nn.BatchNorm2d):
-                    swap(prefix + key1, fold_conv_bn(first, second))
-                    swap(prefix + key2, nn.Identity())
+        for conv_name, bn_name in _conv_bn_pairs(denoiser):
+            conv, bn = denoiser.get_submodule(conv_name), denoiser.get_submodule(bn_name)
+            assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+            swap(conv_name, fold_conv_bn(conv, bn))
+            swap(bn_name, nn.Identity())
         notes = [
             f"{len(replaced)} modules replaced; fold_inception={self.options['fold_inception']}"
         ]
