@@ -30,3 +30,15 @@ def test_bad_options_are_user_errors(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "--sweep" in bad.output
     bad = runner.invoke(group, ["bench", "--resolutions", "0", "-q"])  # type: ignore[arg-type]
     assert bad.exit_code == 2 and "positive" in bad.output
+
+
+def test_bench_settings_are_checked_before_any_export() -> None:
+    runner = CliRunner()
+    group = _group()
+    for args, needle in (
+        (["--runs", "0"], "--runs must be at least 1, got 0"),
+        (["--threads", "-1"], "--threads must be 0 (all cores) or more, got -1"),
+    ):
+        bad = runner.invoke(group, ["bench", *args, "-q"])  # type: ignore[arg-type]
+        assert bad.exit_code == 2, bad.output
+        assert needle in bad.output and len(bad.output.strip().splitlines()) == 1

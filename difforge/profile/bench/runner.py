@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from difforge.errors import DifforgeError
 from difforge.profile.bench import baselines as bl
 from difforge.profile.machine import describe_machine
 from difforge.profile.stats import summarize
@@ -99,9 +100,25 @@ def _max_error(got: np.ndarray, ref: np.ndarray) -> float:
     return float(np.max(np.abs(got.astype(np.float64) - ref.astype(np.float64))))
 
 
+def _check(config: BenchConfig) -> None:
+    """Refuse settings that would fail only after minutes of exporting and compiling."""
+    for name, value, least in (
+        ("--runs", config.runs, 1),
+        ("--batch", config.batch, 1),
+        ("warm-up calls", config.warmup, 1),
+    ):
+        if value < least:
+            raise DifforgeError(f"{name} must be at least {least}, got {value}")
+    if config.threads is not None and config.threads < 0:
+        raise DifforgeError(f"--threads must be 0 (all cores) or more, got {config.threads}")
+    if not config.latents:
+        raise DifforgeError("--resolutions needs at least one latent size")
+
+
 def run_bench(config: BenchConfig, progress: Progress | None = None) -> dict[str, Any]:
     import torch
 
+    _check(config)
     say: Progress = progress or (lambda *_: None)
     threads = config.threads or os.cpu_count() or 1
     machine = describe_machine(threads)
