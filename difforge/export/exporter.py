@@ -65,7 +65,12 @@ def _create_patches(requests: list[str]) -> list[Any]:
         return []
     from difforge.export import patches
 
-    return [patches.create_patch(patches.parse_patch_arg(text)) for text in requests]
+    created = [patches.create_patch(patches.parse_patch_arg(text)) for text in requests]
+    names = [patch.name for patch in created]
+    for name in dict.fromkeys(names):
+        if names.count(name) > 1:
+            raise DifforgeError(f"patch {name!r} is given {names.count(name)} times; give it once")
+    return created
 
 
 def _apply_patches(source: SourceModel, created: list[Any]) -> AppliedPatches:
@@ -75,7 +80,9 @@ def _apply_patches(source: SourceModel, created: list[Any]) -> AppliedPatches:
         # Resolution-aware patches (RAU-Net's T1/T2 ratios) default to the build's resolution.
         if "resolution" in patch.options and patch.options["resolution"] is None:
             patch.options["resolution"] = source.resolution.default
-    reports = [p.apply(source.denoiser) for p in created]
+    from difforge.export.patches import apply_patches
+
+    reports = apply_patches(source.denoiser, created)
     # A patch knows its variants only once it has seen the model it patches.
     stepped = [p for p in created if len(getattr(p, "variants", lambda: [])()) > 1]
     if len(stepped) > 1:

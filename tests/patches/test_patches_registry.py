@@ -151,6 +151,7 @@ def test_apply_patches_rolls_back_on_error(monkeypatch: pytest.MonkeyPatch) -> N
     from patch_testing import tiny_unet
 
     import difforge.export.patches as registry
+    import difforge.export.patches.redilate  # noqa: F401  (registers in the real registry)
 
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
 
@@ -166,7 +167,7 @@ def test_apply_patches_rolls_back_on_error(monkeypatch: pytest.MonkeyPatch) -> N
     before = {k: v.clone() for k, v in unet.state_dict().items()}
     module_names = [n for n, _ in unet.named_modules()]
     with pytest.raises(_Boom):
-        apply_patches(unet, ["linfusion", "msw-msa", "test-failing"])
+        apply_patches(unet, ["linfusion", "redilate:scale=2", "test-failing"])
     after = unet.state_dict()
     assert list(after) == list(before)
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -177,7 +178,7 @@ def test_apply_patches_rolls_back_on_error(monkeypatch: pytest.MonkeyPatch) -> N
 def test_reports_are_json(tmp_path: Path) -> None:
     from patch_testing import tiny_unet
 
-    reports = apply_patches(tiny_unet(), ["linfusion", "msw-msa"])
+    reports = apply_patches(tiny_unet(), ["linfusion"]) + apply_patches(tiny_unet(), ["msw-msa"])
     data: list[dict[str, Any]] = json.loads(json.dumps([r.to_dict() for r in reports]))
     assert [d["patch"] for d in data] == ["linfusion", "msw-msa"]
     assert data[0]["count"] == 7 and data[0]["options"] == {"checkpoint": None, "mid_dim": None}
@@ -195,3 +196,25 @@ def test_double_apply_is_refused() -> None:
         patch.apply(unet)
     patch.undo()
     patch.apply(unet)
+
+
+def test_patches_on_the_same_module_are_refused_and_rolled_back() -> None:
+    from patch_testing import tiny_unet
+
+    unet = tiny_unet()
+    before = [(n, type(m)) for n, m in unet.named_modules()]
+    # Both rewrite the self-attention of the same blocks.
+    with pytest.raises(DifforgeError, match=r"'linfusion' and 'msw-msa' both rewrite .*attn1"):
+        apply_patches(unet, ["linfusion", "msw-msa"])
+    assert [(n, type(m)) for n, m in unet.named_modules()] == before
+    # Disjoint modules stack: attention and convolutions.
+    reports = apply_patches(unet, ["linfusion", "redilate:scale=2"])
+    assert [r.patch for r in reports] == ["linfusion", "redilate"]
+    assert all(r.count > 0 for r in reports)
+
+
+def test_a_patch_given_twice_is_refused() -> None:
+    from difforge.export.exporter import _create_patches
+
+    with pytest.raises(DifforgeError, match="patch 'linfusion' is given 2 times"):
+        _create_patches(["linfusion", "clear:radius=4", "linfusion"])

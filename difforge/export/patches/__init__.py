@@ -142,16 +142,36 @@ def create_patch(request: PatchRequest | str) -> Patch:
 def apply_patches(
     denoiser: torch.nn.Module, requests: Iterable[PatchRequest | str | Patch]
 ) -> list[PatchReport]:
-    """Create and apply patches in order; on error, undo the ones already applied."""
+    """Create and apply patches in order; on error, undo the ones already applied.
+
+    Two patches may not rewrite the same module (or one inside the other): the second would
+    rewrite what the first put there, which is neither author's method."""
     applied: list[Patch] = []
     reports: list[PatchReport] = []
     try:
         for request in requests:
             patch = request if isinstance(request, Patch) else create_patch(request)
-            reports.append(patch.apply(denoiser))
+            report = patch.apply(denoiser)
             applied.append(patch)
+            for earlier in reports:
+                both = _overlap(earlier.replaced, report.replaced)
+                if both is not None:
+                    raise DifforgeError(
+                        f"patches {earlier.patch!r} and {report.patch!r} both rewrite {both}; "
+                        "difforge does not stack patches on the same module"
+                    )
+            reports.append(report)
     except BaseException:
         for patch in reversed(applied):
             patch.undo()
         raise
     return reports
+
+
+def _overlap(a: list[str], b: list[str]) -> str | None:
+    """A module both lists name (the same one, or one inside the other), if any."""
+    for x in a:
+        for y in b:
+            if x == y or x.startswith(y + ".") or y.startswith(x + "."):
+                return max(x, y, key=len)
+    return None
