@@ -90,3 +90,14 @@ def test_unsupported_config_is_named() -> None:
         create_scheduler("dpm", SD_SCHEDULER, 10)
     with pytest.raises(DifforgeError, match="at least 1"):
         create_scheduler("ddim", SD_SCHEDULER, 0)
+
+
+def test_ddim_refuses_steps_that_overshoot_the_schedule() -> None:
+    # SD's steps_offset 1 with 'leading' spacing: 1000 steps would start at timestep 1000.
+    assert SD_SCHEDULER["steps_offset"] == 1 and SD_SCHEDULER["timestep_spacing"] == "leading"
+    with pytest.raises(DifforgeError, match=r"timestep 1000, past the last .* at most 999 steps"):
+        create_scheduler("ddim", dict(SD_SCHEDULER), 1000)
+    sched = create_scheduler("ddim", dict(SD_SCHEDULER), 999)
+    assert sched.timesteps.max() == 999
+    # Euler interpolates its sigmas (clamped at the ends), as diffusers does: no overshoot.
+    create_scheduler("euler", dict(SD_SCHEDULER), 1000)

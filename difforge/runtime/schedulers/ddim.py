@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from difforge.errors import DifforgeError
 from difforge.runtime.schedulers.base import Scheduler, alphas_cumprod, spaced_timesteps
 
 
@@ -26,6 +27,18 @@ class DDIM(Scheduler):
             np.float32(1.0) if config.get("set_alpha_to_one", True) else self.alphas_cumprod[0]
         )
         self.timesteps = spaced_timesteps(config, num_steps, integer=True)
+        last = len(self.alphas_cumprod) - 1
+        if self.timesteps.max() > last:
+            # 'leading' spacing plus steps_offset overshoots at (nearly) one step per timestep;
+            # diffusers' DDIMScheduler fails the same way, with an IndexError.
+            most = max(
+                s for s in range(1, num_steps) if spaced_timesteps(config, s, True).max() <= last
+            )
+            raise DifforgeError(
+                f"--steps {num_steps} would start DDIM at timestep {int(self.timesteps.max())}, "
+                f"past the last training timestep {last} (this model's steps_offset); "
+                f"use at most {most} steps"
+            )
         self.step_ratio = int(config.get("num_train_timesteps", 1000)) // num_steps
 
     def step(
