@@ -59,6 +59,8 @@ def test_text_request_refused(tiny_sd_artifact: Path) -> None:
         pipe.resolve(GenerateRequest(prompt=[]))
     with pytest.raises(DifforgeError, match="takes a prompt, not a class label"):
         pipe.resolve(GenerateRequest(prompt="a cat", class_label=0))
+    with pytest.raises(DifforgeError, match="use at most 999 steps"):  # before any work
+        pipe.resolve(GenerateRequest(prompt="a cat", steps=1000))
 
 
 def test_negative_prompt_needs_guidance(tiny_sd_artifact: Path) -> None:

@@ -140,7 +140,7 @@ class Pipeline:
                 f"{batch} images in one call, but this artifact takes at most {most} at "
                 f"guidance {guidance:g} (split the request, or rebuild with a larger --max-batch)"
             )
-        return GenerateRequest(
+        resolved = GenerateRequest(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
             class_label=request.class_label,
@@ -151,6 +151,20 @@ class Pipeline:
             width=width,
             scheduler=scheduler,
             latents=request.latents,
+        )
+        self._scheduler(resolved)  # a step count the sampler cannot take fails here
+        return resolved
+
+    def _scheduler(self, req: GenerateRequest) -> Scheduler:
+        """The sampler for a resolved request (its config errors are user errors)."""
+        assert req.scheduler and req.steps is not None
+        assert req.height is not None and req.width is not None
+        factor = int(self.manifest.pipeline["vae_scale_factor"]) * 2  # FLUX packs 2x2 latents
+        return create_scheduler(
+            req.scheduler,
+            self.manifest.scheduler["config"],
+            req.steps,
+            image_seq_len=(req.height // factor) * (req.width // factor),
         )
 
     def _check_conditioning(self, req: GenerateRequest) -> None:
@@ -310,13 +324,7 @@ class Pipeline:
         assert req.steps is not None and req.guidance_scale is not None and req.scheduler
         timings: dict[str, float] = {}
         assert req.height is not None and req.width is not None
-        factor = int(self.manifest.pipeline["vae_scale_factor"]) * 2  # FLUX packs 2x2 latents
-        sched = create_scheduler(
-            req.scheduler,
-            self.manifest.scheduler["config"],
-            req.steps,
-            image_seq_len=(req.height // factor) * (req.width // factor),
-        )
+        sched = self._scheduler(req)
         cfg = req.guidance_scale > 1.0 and not self.guidance_input
         batch = self._batch_size(req)
 
