@@ -50,6 +50,17 @@ def test_not_a_diffusers_folder(tmp_path: Path) -> None:
     assert_user_error(done, "is not a diffusers folder")
 
 
+def test_scheduler_the_runtime_cannot_run(tmp_path: Path) -> None:
+    model = tmp_path / "digits-unet"
+    shutil.copytree(Path(__file__).parents[1] / "models" / "digits-unet", model)
+    config = {"_class_name": "DDIMScheduler", "num_train_timesteps": 1000}
+    config["prediction_type"] = "flow"
+    (model / "scheduler" / "scheduler_config.json").write_text(json.dumps(config))
+    done = difforge("export", "-q", "--model", str(model), "-o", str(tmp_path / "o"))
+    assert_user_error(done, "its scheduler cannot be run: scheduler 'ddim' does not support")
+    assert not (tmp_path / "o").exists()
+
+
 def test_unknown_preset(tmp_path: Path) -> None:
     done = difforge("compile", "-q", "--preset", "huge-sd", "-o", str(tmp_path / "o"))
     assert_user_error(done, "unknown preset 'huge-sd'")

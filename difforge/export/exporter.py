@@ -73,6 +73,23 @@ def _create_patches(requests: list[str]) -> list[Any]:
     return created
 
 
+def _check_scheduler(source: SourceModel) -> None:
+    """The runtime must be able to sample with the model's scheduler: say so now, not at the
+    first ``difforge run``."""
+    from difforge.runtime.schedulers import create_scheduler
+
+    side = source.resolution.default // (source.vae_scale_factor * 2)  # as the runtime counts
+    try:
+        create_scheduler(
+            source.scheduler_name,
+            dict(source.scheduler_config),
+            source.default_steps,
+            image_seq_len=side * side,
+        )
+    except DifforgeError as err:
+        raise DifforgeError(f"{source.name}: its scheduler cannot be run: {err}") from None
+
+
 def _apply_patches(source: SourceModel, created: list[Any]) -> AppliedPatches:
     if not created:
         return AppliedPatches()
@@ -132,6 +149,7 @@ def prepare_model(
     with rep.task(f"load {config.preset or config.model}"):
         source = load_source(config.preset, config.model, config.seed)
     source = replace(source, resolution=resolve_resolution(source.resolution, config.resolution))
+    _check_scheduler(source)
     if source.random_weights:
         rep.note(f"{source.name}: {source.description['weights']}")
     applied = _apply_patches(source, created)
