@@ -286,6 +286,8 @@ def run(
         **settings,
     )
     resolved = pipe.resolve(request)
+    for note in pipe.prompt_notes(request):
+        click.echo(f"note: {note}", err=True)
     if not quiet and not as_json:
         with click.progressbar(
             length=resolved.steps or 0, label="denoising", file=sys.stderr

@@ -124,3 +124,18 @@ def test_images_per_call_respects_every_component(tiny_sd_artifact: Path) -> Non
                                             axes["text_encoder"] // 2)  # fmt: skip
     result = pipe(GenerateRequest(prompt=["a cat"] * most, steps=1, guidance_scale=1.0))
     assert result.images.shape[0] == most
+
+
+def test_prompt_past_the_token_window_is_noted(tiny_sd_artifact: Path) -> None:
+    pipe = load(tiny_sd_artifact)
+    assert pipe.prompt_notes(GenerateRequest(prompt="a photo of a cat")) == []
+    long = GenerateRequest(prompt=["cat " * 100, "dog"], negative_prompt="cat " * 80)
+    notes = pipe.prompt_notes(long)
+    assert notes == [
+        "the prompt is 100 tokens; the text encoder reads the first 75, the last 25 are ignored",
+        "the negative prompt is 80 tokens; the text encoder reads the first 75, the last 5 are "
+        "ignored",
+    ]
+    # What is noted is what the tokenizer cuts: 75 tokens between BOS and EOS.
+    ids = pipe.tokenizer(["cat " * 100])  # type: ignore[misc]
+    assert ids.shape == (1, 77) and (ids[0, 1:76] == ids[0, 1]).all()

@@ -81,6 +81,25 @@ class Pipeline:
         labels = [i % classes for i in range(batch)]
         return GenerateRequest(class_label=labels[0] if batch == 1 else labels, **settings)
 
+    def prompt_notes(self, request: GenerateRequest) -> list[str]:
+        """What the user should know about the prompts: the text encoder reads a fixed window
+        of tokens and drops the rest (diffusers warns of the same)."""
+        if self.tokenizer is None:
+            return []
+        prompts = [request.prompt] if isinstance(request.prompt, str) else list(request.prompt)
+        window = self.tokenizer.max_length - 2
+        notes = []
+        for what, text in [("prompt", p) for p in prompts] + [
+            ("negative prompt", request.negative_prompt)
+        ]:
+            dropped = self.tokenizer.dropped(text)
+            if dropped:
+                notes.append(
+                    f"the {what} is {window + dropped} tokens; the text encoder reads the first "
+                    f"{window}, the last {dropped} are ignored"
+                )
+        return notes
+
     # -- request checking -------------------------------------------------------------
     def resolve(self, request: GenerateRequest) -> GenerateRequest:
         """Fill defaults from the manifest and refuse what the artifact cannot do."""

@@ -150,6 +150,10 @@ class CLIPTokenizer:
             ids.extend(self.vocab.get(sym, self.eos_id) for sym in self._bpe(mapped))
         return ids
 
+    def dropped(self, prompt: str) -> int:
+        """Tokens of ``prompt`` past the encoder's window (cut, as diffusers cuts them)."""
+        return max(0, len(self.encode(prompt)) - (self.max_length - 2))
+
     def __call__(self, prompts: list[str]) -> np.ndarray:
         rows = []
         for prompt in prompts:
