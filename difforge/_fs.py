@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -20,12 +21,31 @@ def check_target(target: Path, force: bool) -> None:
         raise DifforgeError(f"{target} already exists (use --force to replace it)")
     if target.exists() and not target.is_dir():
         raise DifforgeError(f"{target} exists and is not a folder")
+    if target.exists() and not _replaceable(target):
+        # --force replaces an artifact; it must never delete a folder of the user's own.
+        raise DifforgeError(
+            f"{target} is a folder with files that are not a difforge artifact; "
+            "--force replaces only artifacts and empty folders (choose another output)"
+        )
     parent = target.parent
     probe = parent
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK):
         raise DifforgeError(f"cannot write {target}: {probe} is not a writable folder")
+
+
+def _replaceable(folder: Path) -> bool:
+    """An empty folder, or one whose manifest says it is a difforge export or artifact."""
+    from difforge.runtime.manifest import FORMAT, MANIFEST_NAME
+
+    if not any(folder.iterdir()):
+        return True
+    try:
+        data = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == FORMAT
 
 
 @contextlib.contextmanager

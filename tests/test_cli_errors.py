@@ -106,6 +106,21 @@ def test_existing_output_needs_force(tiny_sd_export: Path, tiny_sd_artifact: Pat
     assert (tiny_sd_artifact / "manifest.json").read_bytes() == before
 
 
+def test_force_replaces_only_artifacts(tiny_sd_export: Path, tmp_path: Path) -> None:
+    mine = tmp_path / "my-project"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("not an artifact")
+    done = difforge("build", "-q", str(tiny_sd_export), "-o", str(mine), "--force")
+    assert_user_error(done, "not a difforge artifact; --force replaces only artifacts")
+    assert (mine / "notes.txt").read_text() == "not an artifact"
+    # An artifact, and an empty folder, are replaced.
+    (tmp_path / "empty").mkdir()
+    for target in (tmp_path / "empty", tmp_path / "art", tmp_path / "art"):
+        done = difforge("build", "-q", str(tiny_sd_export), "-o", str(target), "--force")
+        assert done.returncode == 0, done.stderr
+        assert (target / "manifest.json").is_file()
+
+
 def test_build_from_built_artifact(tiny_sd_artifact: Path, tmp_path: Path) -> None:
     done = difforge("build", "-q", str(tiny_sd_artifact), "-o", str(tmp_path / "o"))
     assert_user_error(done, "already a built artifact")
