@@ -140,10 +140,12 @@ def bench_command(
     quiet: bool,
 ) -> None:
     """The same denoiser through PyTorch, ONNX Runtime, OpenVINO and difforge, side by side."""
-    from difforge.profile.bench.perfdoc import update_perf_doc
+    from difforge.profile.bench.perfdoc import check_perf_doc, update_perf_doc
     from difforge.profile.bench.runner import BenchConfig, run_bench
     from difforge.profile.bench.table import render_block
 
+    if out is not None:
+        check_perf_doc(out)
     config = BenchConfig(
         preset=preset,
         latents=parse_ints(resolutions, "--resolutions"),

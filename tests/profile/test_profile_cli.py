@@ -42,3 +42,13 @@ def test_bench_settings_are_checked_before_any_export() -> None:
         bad = runner.invoke(group, ["bench", *args, "-q"])  # type: ignore[arg-type]
         assert bad.exit_code == 2, bad.output
         assert needle in bad.output and len(bad.output.strip().splitlines()) == 1
+
+
+def test_bench_out_is_checked_before_any_export(tmp_path: Path) -> None:
+    doc = tmp_path / "perf.md"
+    doc.write_text("# Perf\n<!-- bench:end -->\nolder <!-- bench:begin -->\n")
+    runner = CliRunner()
+    for out, needle in ((doc, "unbalanced"), (tmp_path, "is a folder")):
+        bad = runner.invoke(_group(), ["bench", "--out", str(out), "-q"])  # type: ignore[arg-type]
+        assert bad.exit_code == 2, bad.output
+        assert needle in bad.output and len(bad.output.strip().splitlines()) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from difforge.errors import DifforgeError
@@ -18,6 +19,20 @@ def replace_block(text: str, block: str) -> str:
     if start == -1 or end == -1 or end < start:
         raise DifforgeError(f"unbalanced {BEGIN} / {END} markers")
     return text[:start] + body + text[end + len(END) :]
+
+
+def check_perf_doc(path: Path) -> None:
+    """Fail now, not after minutes of benchmarking, if ``path`` could not take the block."""
+    if path.is_dir():
+        raise DifforgeError(f"--out {path} is a folder; give a Markdown file")
+    if path.exists():
+        try:
+            replace_block(path.read_text(encoding="utf-8"), "")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DifforgeError(f"cannot read {path}: {exc}") from None
+    folder = next(p for p in (path.parent, *path.parent.parents) if p.exists())
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise DifforgeError(f"cannot write {path}: {folder} is not a writable folder")
 
 
 def update_perf_doc(path: Path, block: str) -> None:
