@@ -129,7 +129,7 @@ def test_images_per_call_respects_every_component(tiny_sd_artifact: Path) -> Non
 def test_prompt_past_the_token_window_is_noted(tiny_sd_artifact: Path) -> None:
     pipe = load(tiny_sd_artifact)
     assert pipe.prompt_notes(GenerateRequest(prompt="a photo of a cat")) == []
-    long = GenerateRequest(prompt=["cat " * 100, "dog"], negative_prompt="cat " * 80)
+    long = GenerateRequest(prompt=["cat " * 100, "dog", "cat " * 100], negative_prompt="cat " * 80)
     notes = pipe.prompt_notes(long)
     assert notes == [
         "the prompt is 100 tokens; the text encoder reads the first 75, the last 25 are ignored",

@@ -98,7 +98,7 @@ class Pipeline:
                     f"the {what} is {window + dropped} tokens; the text encoder reads the first "
                     f"{window}, the last {dropped} are ignored"
                 )
-        return notes
+        return list(dict.fromkeys(notes))  # one note for a prompt repeated per image
 
     # -- request checking -------------------------------------------------------------
     def resolve(self, request: GenerateRequest) -> GenerateRequest:
