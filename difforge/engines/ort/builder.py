@@ -14,6 +14,7 @@ import onnx_ir.passes
 from difforge._fs import check_target, staged_folder
 from difforge._progress import Reporter, SilentReporter
 from difforge.config import BuildConfig
+from difforge.engines.ort.divergence import first_divergence
 from difforge.engines.passes.fold_constants import FoldConstants
 from difforge.engines.passes.ort_fusions import OrtTransformerFusions
 from difforge.errors import DifforgeError
@@ -89,9 +90,11 @@ def check_equivalent(entry: ComponentEntry, before: Path, after: Path, role: str
         if errors["max_rel"] > worst["max_rel"]:
             worst = errors
         if not errors["max_rel"] <= entry.tolerance:
+            found = first_divergence(before, after, feeds, entry.tolerance)
+            where = f"; {found.describe()}" if found is not None else ""
             raise DifforgeError(
                 f"optimised {role}.{name} differs from the exported graph by "
-                f"{errors['max_rel']:.2e} relative (tolerance {entry.tolerance:.0e}); "
+                f"{errors['max_rel']:.2e} relative (tolerance {entry.tolerance:.0e}){where}; "
                 "rebuild with --no-optimize and report this"
             )
     return worst
