@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from difforge.runtime.manifest import Manifest
 
 
@@ -85,7 +87,7 @@ def describe(m: Manifest) -> str:
         lines.append("step plan:")
         lines.append("  variants: " + ", ".join(f"{k} -> {v}" for k, v in plan.variants.items()))
         for rule in plan.rules:
-            lines.append(f"  {rule['variant']}: steps [{rule.get('from', 0)}·N, {rule['to']}·N)")
+            lines.append(f"  {rule['variant']}: steps {_span(rule)}")
         for steps in (20, 50):
             lines.append(f"  at {steps} steps: {_runs(plan.schedule(steps))}")
         for name, spec in plan.inputs.items():
@@ -93,8 +95,27 @@ def describe(m: Manifest) -> str:
                 f"  input {name}: per-step table '{spec['generator']}', seed {spec['seed']}"
             )
         if plan.guidance:
-            lines.append(f"  guidance: {plan.guidance}")
+            lines.append(f"  guidance: {_guidance(plan.guidance)}")
     lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in m.versions.items()))
     total = sum(f["bytes"] for f in m.files.values())
     lines.append(f"files: {len(m.files)} ({total / 1e6:.1f} MB), sha256 checked")
     return "\n".join(lines)
+
+
+def _span(rule: dict[str, Any]) -> str:
+    """A step rule's fractions of the step count, as the runtime applies them."""
+    return f"[{float(rule.get('from', 0)):g}·N, {float(rule['to']):g}·N)"
+
+
+def _guidance(mode: dict[str, Any]) -> str:
+    if mode.get("mode") != "ndcfg":
+        return str(mode)
+    strong = "the step's variant" if mode.get("strong") == "step_rules" else mode.get("strong")
+    weak = (
+        ", ".join(f"{r['variant']} on {_span(r)}" for r in mode.get("weak_rules") or [])
+        or mode.get("weak")
+    )
+    return (
+        f"noise-damped CFG on steps {_span(mode)} "
+        f"(guidance direction: {strong}; unconditional base: {weak})"
+    )
