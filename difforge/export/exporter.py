@@ -93,10 +93,10 @@ def _check_scheduler(source: SourceModel) -> None:
 def _apply_patches(source: SourceModel, created: list[Any]) -> AppliedPatches:
     if not created:
         return AppliedPatches()
+    res = source.resolution
     for patch in created:
         # Resolution-aware patches (RAU-Net's T1/T2 ratios) default to the build's resolution.
-        if "resolution" in patch.options and patch.options["resolution"] is None:
-            patch.options["resolution"] = source.resolution.default
+        patch.bind_resolution(res.min, res.default, res.max)
     from difforge.export.patches import apply_patches
 
     reports = apply_patches(source.denoiser, created)

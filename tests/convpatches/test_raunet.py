@@ -127,3 +127,19 @@ def test_sdxl_like_unet() -> None:
     patch.set_variant("base")
     assert torch.equal(run(unet, args), ref)
     patch.undo()
+
+
+def test_a_build_range_across_the_authors_switch_is_refused() -> None:
+    from difforge.errors import DifforgeError
+
+    patch = RAUNetPatch()
+    patch.bind_resolution(1024, 1536, 4096)  # SD1.5 layout: the switch is at latent 256
+    with pytest.raises(DifforgeError, match=r"1024\.\.4096 px cross the authors' switch at 2048"):
+        patch.apply(tiny_unet())
+    # One side of the switch, or a schedule the user fixed, is fine.
+    for fixed, lo, hi in ((None, 1024, 2040), (None, 2048, 4096), (1024, 1024, 4096)):
+        patch = RAUNetPatch(resolution=fixed)
+        patch.bind_resolution(lo, lo, hi)
+        report = patch.apply(tiny_unet())
+        assert report.count > 0
+        assert patch.options["resolution"] == (fixed or lo)

@@ -287,6 +287,12 @@ class Patch(ABC):
         """Graph inputs this patch adds (name -> spec); none by default."""
         return {}
 
+    def bind_resolution(self, lo: int, default: int, hi: int) -> None:
+        """The build's pixel resolutions, before ``apply``. A resolution-aware patch left
+        without its ``resolution`` option takes the build's default."""
+        if "resolution" in self.options and self.options["resolution"] is None:
+            self.options["resolution"] = default
+
     @classmethod
     def describe(cls) -> dict[str, Any]:
         """JSON-friendly description of the patch and its options."""

@@ -101,7 +101,16 @@ class RAUNetPatch(Patch):
         PatchOption("vae_factor", "int", 8, "pixels per latent pixel", minimum=1),
     )
 
+    #: the build's (min, max) pixel sizes when the schedule comes from the build
+    _build_range: tuple[int, int] | None = None
+
+    def bind_resolution(self, lo: int, default: int, hi: int) -> None:
+        # Only a schedule taken from the build (not one the user fixed) must hold across it.
+        self._build_range = (lo, hi) if self.options["resolution"] is None else None
+        super().bind_resolution(lo, default, hi)
+
     def _validate(self) -> None:
+        self._build_range = None
         self._variants: list[str] = ["base"]
         self._rules: list[dict[str, Any]] = []
         self._conv: RauConv2d | None = None
@@ -162,6 +171,21 @@ class RAUNetPatch(Patch):
                 rules.append({"variant": name, "from": lo, "to": hi})
         return rules
 
+    def _check_one_regime(self, layout: str, lo_px: int, hi_px: int) -> None:
+        """The authors pick T1/T2 from the size being generated; an artifact bakes one
+        schedule, so its resolutions must all fall on one side of their switch."""
+        factor = self.options["vae_factor"]
+        low, high = (self.schedule(layout, px // factor) for px in (lo_px, hi_px))
+        if low["regime"] != high["regime"]:
+            switch = (256 if layout == "sd15" else 512) * factor
+            raise DifforgeError(
+                f"patch 'raunet': the build's resolutions {lo_px}..{hi_px} px cross the "
+                f"authors' switch at {switch} px between two schedules (T1/T2 ratios "
+                f"{low['t1_ratio']}/{low['t2_ratio']} below, {high['t1_ratio']}/"
+                f"{high['t2_ratio']} from there); build one artifact on each side, or fix "
+                "one schedule with raunet:resolution=PX"
+            )
+
     # ------------------------------------------------------------------ apply
 
     def _apply(self, denoiser: nn.Module) -> PatchReport:
@@ -178,6 +202,8 @@ class RAUNetPatch(Patch):
         else:
             latent = int(getattr(denoiser, "config").sample_size)  # noqa: B009
         plan = self.schedule(layout, latent)
+        if self._build_range is not None:
+            self._check_one_regime(layout, *self._build_range)
         self._rules = self._rules_from(plan["conv"], plan["pool"])
         self._variants = ["base"] + [
             v for v in VARIANTS if v != "base" and any(r["variant"] == v for r in self._rules)
