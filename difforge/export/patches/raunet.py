@@ -48,6 +48,8 @@ T1_T2_RATIOS: dict[tuple[str, str], tuple[float, float]] = {
     ("sdxl", "2048"): (0.4, 0.0),
     ("sdxl", "4096"): (0.7, 0.3),
 }
+#: latent side from which the authors switch to the high-resolution schedule, per layout
+REGIME_SWITCH = {"sd15": 256, "sdxl": 512}
 AGGRESSIVE_STEP = 8  # of 50, the authors' aggressive_step
 FORCE_UPSAMPLERS = 12  # added to unet.num_upsamplers: every latent size forwards upsample_size
 
@@ -124,11 +126,8 @@ class RAUNetPatch(Patch):
     def schedule(self, layout: str, latent: int) -> dict[str, Any]:
         """{"conv": (from, to), "pool": (from, to)} ratios plus the choices made."""
         opts = self.options
-        regime = (
-            ("1024" if latent < 256 else "2048")
-            if layout == "sd15"
-            else ("2048" if latent < 512 else "4096")
-        )
+        low, high = ("1024", "2048") if layout == "sd15" else ("2048", "4096")
+        regime = low if latent < REGIME_SWITCH[layout] else high
         t1, t2 = T1_T2_RATIOS[(layout, regime)]
         t1 = opts["t1_ratio"] if opts["t1_ratio"] is not None else t1
         t2 = opts["t2_ratio"] if opts["t2_ratio"] is not None else t2
@@ -177,7 +176,7 @@ class RAUNetPatch(Patch):
         factor = self.options["vae_factor"]
         low, high = (self.schedule(layout, px // factor) for px in (lo_px, hi_px))
         if low["regime"] != high["regime"]:
-            switch = (256 if layout == "sd15" else 512) * factor
+            switch = REGIME_SWITCH[layout] * factor
             raise DifforgeError(
                 f"patch 'raunet': the build's resolutions {lo_px}..{hi_px} px cross the "
                 f"authors' switch at {switch} px between two schedules (T1/T2 ratios "
