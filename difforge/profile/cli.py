@@ -84,6 +84,9 @@ def profile_command(
     quiet: bool,
 ) -> None:
     """Where the time goes: stages, cold start, memory, per-op time, roofline."""
+    from difforge._deps import PROFILE, require
+
+    require(PROFILE)
     from difforge.profile.profiler import ProfileConfig, profile
     from difforge.profile.report import write_reports
 

@@ -8,6 +8,7 @@ symbolic shape inference, which knows the ``com.microsoft`` fused ops the builde
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,9 @@ class FlopCount:
 def _static_model(path: Path, inputs: dict[str, list[int]]) -> Any:
     """The graph with its inputs fixed to the shapes in ``inputs``, all shapes inferred."""
     import onnx
+    # ONNX Runtime's symbolic shape inference needs sympy and says so in a bare ImportError;
+    # importing it first names the missing package (the CLI turns that into its extra).
+    importlib.import_module("sympy")
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
     model = onnx.load(str(path), load_external_data=False)

@@ -1,0 +1,101 @@
+"""The core install is the torch-free runtime; the compiler and the reports are extras.
+
+`pip install difforge` on a Jetson or an edge box must run artifacts without torch, onnx or
+diffusers installed, and a command that needs an extra must say which, in one line, before
+doing any work. Packages are made uninstallable here by a meta-path hook in a fresh process.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomllib
+
+from difforge.cli import COMMAND_EXTRAS, OPTIONAL_PACKAGES
+
+ROOT = Path(__file__).parents[1]
+COMPILER = ("torch", "onnx", "onnxscript", "onnx_ir", "polygraphy", "diffusers", "transformers")
+NOT_INSTALLED = (*COMPILER, "safetensors", "rich", "jsonschema", "matplotlib", "psutil", "sympy")
+
+SCRIPT = """
+import importlib.abc, sys
+blocked = set(sys.argv[1].split(","))
+
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.partition(".")[0] in blocked:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NotInstalled())
+sys.argv = ["difforge", *sys.argv[2:]]
+from difforge.cli import main
+main()
+"""
+
+
+def _without(packages: tuple[str, ...], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", SCRIPT, ",".join(packages), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {r.split(">")[0].split("<")[0].split("=")[0].split("[")[0] for r in requirements}
+
+
+def test_core_dependencies_are_the_runtime_only() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert _names(project["dependencies"]) == {"numpy", "onnxruntime", "pillow", "click"}
+    extras = project["optional-dependencies"]
+    assert {"torch", "onnx", "diffusers", "rich"} <= _names(extras["compile"])
+    assert not {"torch", "diffusers", "transformers"} & _names(extras["profile"])
+    # Every package the CLI would blame on a missing extra is outside the core.
+    assert not {p.replace("_", "-") for p in OPTIONAL_PACKAGES} & _names(project["dependencies"])
+
+
+def test_run_and_info_work_with_nothing_but_the_core(
+    tiny_sd_artifact: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "x.png"
+    done = _without(
+        NOT_INSTALLED, "run", str(tiny_sd_artifact), "-q", "--steps", "1", "--out", str(out)
+    )
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    done = _without(NOT_INSTALLED, "info", str(tiny_sd_artifact))
+    assert done.returncode == 0 and "difforge artifact (built)" in done.stdout, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("blocked", "command", "extra"),
+    [
+        (COMPILER, ("export", "--preset", "tiny-sd", "-o", "{tmp}/o"), "compile"),
+        (COMPILER, ("eval", "{art}"), "compile"),
+        (("sympy",), ("profile", "{art}", "-q", "--runs", "1", "--out", "{tmp}/r"), "profile"),
+    ],
+)
+def test_a_command_without_its_extra_names_it(
+    tiny_sd_artifact: Path,
+    tmp_path: Path,
+    blocked: tuple[str, ...],
+    command: tuple[str, ...],
+    extra: str,
+) -> None:
+    args = [a.format(tmp=tmp_path, art=tiny_sd_artifact) for a in command]
+    done = _without(blocked, *args)
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1 and "Traceback" not in done.stderr, lines
+    head, _, rest = lines[0].partition(" needs '")
+    assert head == f"difforge: error: `difforge {command[0]}`"
+    assert rest.split("'")[0] in blocked
+    assert lines[0].endswith(f"pip install 'difforge[{extra}]'")
+    assert COMMAND_EXTRAS.get(command[0], "compile") == extra
+    assert not list(tmp_path.iterdir())  # failed before any work
