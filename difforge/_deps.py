@@ -1,4 +1,4 @@
-"""Optional packages, imported up front by the commands that need them.
+"""Optional packages: which extra holds them, and importing them up front.
 
 The core install is the torch-free runtime; a command run without its extra should fail before
 any work, naming the package (the CLI turns the ``ModuleNotFoundError`` into one line naming
@@ -18,3 +18,41 @@ TORCH_SOURCE = ("torch", "diffusers", "transformers", "safetensors")
 def require(packages: tuple[str, ...]) -> None:
     for name in packages:
         importlib.import_module(name)
+
+
+#: packages outside the torch-free core, and the extra of each command that needs them
+OPTIONAL_PACKAGES = frozenset(
+    [
+        "torch",
+        "onnx",
+        "onnxscript",
+        "onnx_ir",
+        "polygraphy",
+        "diffusers",
+        "transformers",
+        "safetensors",
+        "rich",
+        "jsonschema",
+        "matplotlib",
+        "psutil",
+        "sympy",
+        "openvino",
+        "sklearn",
+        "scipy",
+        "triton",
+    ]
+)
+COMMAND_EXTRAS = {"profile": "profile", "bench": "bench"}  # every other command: "compile"
+
+
+def missing_extra_message(command: str | None, exc: ImportError) -> str | None:
+    """One line for a command run on an install without its extra (an edge install has the
+    torch-free runtime only); None when ``exc`` is not a missing optional package."""
+    package = (exc.name or "").partition(".")[0]
+    if package not in OPTIONAL_PACKAGES:
+        return None
+    extra = COMMAND_EXTRAS.get(command or "", "compile")
+    return (
+        f"`difforge {command}` needs {package!r}, which this install lacks (the core is the "
+        f"torch-free runtime: run, info ARTIFACT); pip install 'difforge[{extra}]'"
+    )

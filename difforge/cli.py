@@ -104,44 +104,6 @@ def _export_config(kw: dict[str, Any]) -> ExportConfig:
     )
 
 
-#: packages outside the torch-free core, and the extra of each command that needs them
-OPTIONAL_PACKAGES = frozenset(
-    [
-        "torch",
-        "onnx",
-        "onnxscript",
-        "onnx_ir",
-        "polygraphy",
-        "diffusers",
-        "transformers",
-        "safetensors",
-        "rich",
-        "jsonschema",
-        "matplotlib",
-        "psutil",
-        "sympy",
-        "openvino",
-        "sklearn",
-        "scipy",
-        "triton",
-    ]
-)
-COMMAND_EXTRAS = {"profile": "profile", "bench": "bench"}  # every other command: "compile"
-
-
-def missing_extra_message(command: str | None, exc: ImportError) -> str | None:
-    """One line for a command run on an install without its extra (an edge install has the
-    torch-free runtime only); None when ``exc`` is not a missing optional package."""
-    package = (exc.name or "").partition(".")[0]
-    if package not in OPTIONAL_PACKAGES:
-        return None
-    extra = COMMAND_EXTRAS.get(command or "", "compile")
-    return (
-        f"`difforge {command}` needs {package!r}, which this install lacks (the core is the "
-        f"torch-free runtime: run, info ARTIFACT); pip install 'difforge[{extra}]'"
-    )
-
-
 class DifforgeGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         debug = "--debug" in sys.argv[1:]
@@ -153,6 +115,8 @@ class DifforgeGroup(click.Group):
                 raise
             _fail(str(exc))
         except ImportError as exc:
+            from difforge._deps import missing_extra_message
+
             message = missing_extra_message(ctx.invoked_subcommand, exc)
             if message is None or debug:
                 raise

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from difforge.cli import COMMAND_EXTRAS, OPTIONAL_PACKAGES
+from difforge._deps import COMMAND_EXTRAS, OPTIONAL_PACKAGES
 
 ROOT = Path(__file__).parents[1]
 COMPILER = ("torch", "onnx", "onnxscript", "onnx_ir", "polygraphy", "diffusers", "transformers")
