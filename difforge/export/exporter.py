@@ -76,15 +76,15 @@ def _create_patches(requests: list[str]) -> list[Any]:
 def _check_scheduler(source: SourceModel) -> None:
     """The runtime must be able to sample with the model's scheduler: say so now, not at the
     first ``difforge run``."""
-    from difforge.runtime.schedulers import create_scheduler
+    from difforge.runtime.schedulers import create_scheduler, packed_seq_len
 
-    side = source.resolution.default // (source.vae_scale_factor * 2)  # as the runtime counts
+    side = source.resolution.default
     try:
         create_scheduler(
             source.scheduler_name,
             dict(source.scheduler_config),
             source.default_steps,
-            image_seq_len=side * side,
+            image_seq_len=packed_seq_len(side, side, source.vae_scale_factor),
         )
     except DifforgeError as err:
         raise DifforgeError(f"{source.name}: its scheduler cannot be run: {err}") from None

@@ -17,7 +17,13 @@ import numpy as np
 from difforge.errors import DifforgeError
 from difforge.runtime.manifest import Manifest
 from difforge.runtime.runners.base import Runner
-from difforge.runtime.schedulers import FAMILY, SCHEDULERS, Scheduler, create_scheduler
+from difforge.runtime.schedulers import (
+    FAMILY,
+    SCHEDULERS,
+    Scheduler,
+    create_scheduler,
+    packed_seq_len,
+)
 from difforge.runtime.step_plan import StepPlan
 from difforge.runtime.tokenizer import CLIPTokenizer
 
@@ -178,21 +184,19 @@ class Pipeline:
         """The sampler for a resolved request (its config errors are user errors)."""
         assert req.scheduler and req.steps is not None
         assert req.height is not None and req.width is not None
-        factor = int(self.manifest.pipeline["vae_scale_factor"]) * 2  # FLUX packs 2x2 latents
+        factor = int(self.manifest.pipeline["vae_scale_factor"])
         return create_scheduler(
             req.scheduler,
             self.manifest.scheduler["config"],
             req.steps,
-            image_seq_len=(req.height // factor) * (req.width // factor),
+            image_seq_len=packed_seq_len(req.height, req.width, factor),
         )
 
     def _check_conditioning(self, req: GenerateRequest) -> None:
         """The request conditions the way this artifact does, with one entry per image."""
         if self.text_conditioned:
             if req.class_label is not None:
-                raise DifforgeError(
-                    f"this {self.kind} artifact takes a prompt, not a class label"
-                )
+                raise DifforgeError(f"this {self.kind} artifact takes a prompt, not a class label")
             count = 1 if isinstance(req.prompt, str) else len(req.prompt)
             what = "prompts"
         else:

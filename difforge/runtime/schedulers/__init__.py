@@ -26,6 +26,12 @@ DIFFUSERS_NAMES = {
 FAMILY = {"ddim": "vp", "euler": "vp", "euler-ancestral": "vp", "flow-euler": "flow"}
 
 
+def packed_seq_len(height: int, width: int, vae_scale_factor: int) -> int:
+    """The image tokens dynamically shifted flow sampling counts: FLUX packs 2x2 latents."""
+    factor = vae_scale_factor * 2
+    return (height // factor) * (width // factor)
+
+
 def create_scheduler(
     name: str, config: dict[str, Any], num_steps: int, image_seq_len: int | None = None
 ) -> Scheduler:
