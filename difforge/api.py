@@ -4,57 +4,58 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from difforge._fs import check_target
 from difforge._progress import Reporter, SilentReporter
+from difforge.artifact.manifest import Manifest, read_manifest
+from difforge.artifact.staging import check_target
 from difforge.config import BuildConfig, CompileConfig, ExportConfig
-from difforge.runtime.manifest import Manifest, read_manifest
 
 if TYPE_CHECKING:
+    from difforge.engines.base import EngineBuilder
     from difforge.evaluation import EvalReport
 
 
 def export(config: ExportConfig, reporter: Reporter | None = None) -> Path:
     """Export a model's components to verified ONNX graphs in ``config.output``."""
-    from difforge.export.exporter import export as _export
+    from difforge.exporter.export import export as _export
 
     return _export(config, reporter)
 
 
+def _builder(config: BuildConfig, reporter: Reporter | None) -> EngineBuilder:
+    from difforge.engines import builder_class
+
+    return builder_class(config.backend)(config, reporter)
+
+
 def build(config: BuildConfig, reporter: Reporter | None = None) -> Path:
     """Build an engine artifact for ``config.backend`` from an export folder."""
-    from difforge.engines import get_builder
-
-    return get_builder(config.backend)(config, reporter)
+    return _builder(config, reporter).build()
 
 
 def compile(config: CompileConfig, reporter: Reporter | None = None) -> Path:
     """Export then build, leaving only the built artifact at ``config.export.output``."""
-    from difforge.engines import get_builder
-
     rep = reporter or SilentReporter()
     target = config.export.output
-    builder = get_builder(config.backend)
+    build_config = BuildConfig(
+        source=target,  # replaced by the scratch export below
+        output=target,
+        backend=config.backend,
+        threads=config.threads,
+        optimize=config.optimize,
+        force=config.export.force,
+        custom_ops=config.custom_ops,
+    )
+    _builder(build_config, rep).check_config()  # bad build settings fail before the export
     check_target(target, config.export.force)
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.export-", dir=target.parent))
     try:
-        exported = scratch / "export"
-        export_cfg = ExportConfig(**{**config.export.__dict__, "output": exported, "force": False})
-        export(export_cfg, rep)
-        return builder(
-            BuildConfig(
-                source=exported,
-                output=target,
-                backend=config.backend,
-                threads=config.threads,
-                optimize=config.optimize,
-                force=config.export.force,
-            ),
-            rep,
-        )
+        exported = export(replace(config.export, output=scratch / "export", force=False), rep)
+        return build(replace(build_config, source=exported), rep)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -56,6 +56,8 @@ class ExportConfig:
     seed: int = 0
     verify: bool = True
     force: bool = False
+    #: the runtime sampler to use instead of the model's own scheduler (one of its family)
+    scheduler: str | None = None
 
 
 @dataclass
@@ -67,6 +69,9 @@ class BuildConfig:
     threads: int = 0
     optimize: bool = True
     force: bool = False
+    #: "plugin" keeps difforge's custom-op nodes, "inline" writes their standard-op bodies in
+    #: their place; None takes the backend's default (ONNX Runtime: inline)
+    custom_ops: str | None = None
 
 
 @dataclass
@@ -75,3 +80,4 @@ class CompileConfig:
     backend: str = "ort"
     threads: int = 0
     optimize: bool = True
+    custom_ops: str | None = None

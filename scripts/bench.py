@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sys
 
+from difforge.cli.bench import bench_command
 from difforge.errors import DifforgeError
-from difforge.profile.cli import bench_command
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from difforge._fs import staged_folder
+from difforge.artifact.staging import staged_folder
 from difforge.reference.cards import (
     CHECK_SAMPLES,
     CHECK_SEED,
@@ -394,7 +394,7 @@ def _distill(
     """Patch a copy of ``base`` and train the parameters ``trainable`` picks on it."""
     import copy
 
-    from difforge.export.patches import get_patch_class
+    from difforge.patches import get_patch_class
     from difforge.reference.distill import distill_attention
     from difforge.reference.folders import load_denoiser
 
@@ -417,7 +417,7 @@ def _distill(
 
 def _patched_base(out: Path, base: str, patch: str, options: dict[str, Any]) -> torch.nn.Module:
     """The base model with the shipped patch weights: measured the way a user runs it."""
-    from difforge.export.patches import get_patch_class
+    from difforge.patches import get_patch_class
     from difforge.reference.folders import load_denoiser
 
     model = load_denoiser(out / base)
@@ -434,7 +434,7 @@ def stage_linfusion(out: Path, rep: Reporter, budget: Budget) -> None:
 
     def trainable(student: torch.nn.Module) -> list[torch.nn.Parameter]:
         # Every parameter of the replaced modules, as the authors' distill.py trains.
-        from difforge.export.patches.linfusion import GeneralizedLinearAttention
+        from difforge.patches.linfusion import GeneralizedLinearAttention
 
         return [
             p
@@ -480,7 +480,7 @@ def stage_clear(out: Path, rep: Reporter, budget: Budget) -> None:
 
     def trainable(student: torch.nn.Module) -> list[torch.nn.Parameter]:
         # CLEAR fine-tunes the attention projections it swaps in (.attn.to_q/k/v/out).
-        from difforge.export.patches.clear import ClearAttnProcessor
+        from difforge.patches.clear import ClearAttnProcessor
 
         return [
             p

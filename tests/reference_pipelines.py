@@ -8,11 +8,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from difforge.export.patches import create_patch, parse_patch_arg
-from difforge.export.sources.base import SourceModel
-from difforge.export.sources.presets import VOCAB_DIR, load_preset
-from difforge.runtime.step_inputs import msw_msa_shift
-from difforge.runtime.step_plan import StepPlan
+from difforge.artifact.step_plan import StepPlan
+from difforge.patches import create_patch, parse_patch_arg
+from difforge.patches.msw_msa import shift_table
+from difforge.patches.stepped import SteppedPatch
+from difforge.sources.base import SourceModel
+from difforge.sources.presets import VOCAB_DIR, load_preset
 
 
 def clip_tokenizer() -> Any:
@@ -106,10 +107,10 @@ def patched_reference(
 
     def set_step(i: int) -> dict[str, Any] | None:
         for patcher in patchers:
-            if hasattr(patcher, "set_variant") and len(patcher.variants()) > 1 and i < steps:
+            if isinstance(patcher, SteppedPatch) and len(patcher.variants()) > 1 and i < steps:
                 patcher.set_variant(schedule[i])
         if "msw_msa_shift" in plan.inputs and i < steps:
-            return {"msw_msa_shift": torch.tensor([msw_msa_shift(steps, seed)[i]])}
+            return {"msw_msa_shift": torch.tensor([shift_table(steps, seed)[i]])}
         return None
 
     with torch.no_grad():

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from difforge._progress import Reporter, SilentReporter
+from difforge.artifact.manifest import Manifest
 from difforge.errors import DifforgeError
 from difforge.evaluation.fidelity import psnr, ssim
-from difforge.runtime.manifest import Manifest
 from difforge.runtime.pipeline import GenerateRequest, Pipeline
 
 DEFAULT_PROMPT = "a photo of a cat"
@@ -69,8 +69,8 @@ def torch_pipeline(root: Path, manifest: Manifest, reporter: Reporter) -> Pipeli
     """The artifact's pipeline with every component run by its patched PyTorch source."""
     from difforge.config import ExportConfig, ResolutionRange
     from difforge.evaluation.torch_runner import TorchRunner
-    from difforge.export.exporter import prepare_model
-    from difforge.export.patches import PatchRequest, create_patch
+    from difforge.exporter.prepare import prepare_model
+    from difforge.patches import PatchRequest, create_patch
 
     source = manifest.source
     if source.get("type") == "preset":
@@ -81,13 +81,14 @@ def torch_pipeline(root: Path, manifest: Manifest, reporter: Reporter) -> Pipeli
             raise DifforgeError(f"the artifact's source model {model} is not there any more")
     else:
         raise DifforgeError(f"cannot rebuild the PyTorch source of {root} ({source.get('type')})")
-    res = manifest.pipeline["resolution"]
+    res = manifest.pipeline.resolution
     config = ExportConfig(
         output=root,
         preset=preset,
         model=model,
-        resolution=ResolutionRange(res["min"], res["default"], res["max"]),
+        resolution=ResolutionRange(res.min, res.default, res.max),
         seed=int(source.get("seed", 0)),
+        scheduler=manifest.scheduler.name if manifest.scheduler.note else None,
     )
     patches = [
         create_patch(PatchRequest(p["patch"], {k: v for k, v in p["options"].items()}))
@@ -112,12 +113,12 @@ def _request(
 ) -> GenerateRequest:
     """Image ``index`` of the comparison: the prompt for text artifacts, classes in turn
     (0, 1, ...) for class artifacts, which refuse a prompt."""
-    if manifest.pipeline["type"] == "class-to-image":
+    if manifest.pipeline.type == "class-to-image":
         if prompt is not None:
             raise DifforgeError(
                 "this class-to-image artifact is compared class by class; it takes no --prompt"
             )
-        label = index % int(manifest.pipeline["num_classes"])
+        label = index % manifest.pipeline.num_classes
         return GenerateRequest(class_label=label, seed=seed, **kw)
     return GenerateRequest(prompt=DEFAULT_PROMPT if prompt is None else prompt, seed=seed, **kw)
 
@@ -143,7 +144,6 @@ def digit_quality(
 
     labels = balanced_labels(samples)
     req = engine.resolve(GenerateRequest(class_label=0, steps=steps, guidance_scale=guidance))
-    assert req.guidance_scale is not None
     per_call = engine.images_per_call(req.guidance_scale)
     images = []
     with reporter.progress("digit quality", total=samples) as advance:
@@ -195,7 +195,6 @@ def evaluate(
         _request(manifest, 0, seed, prompt, steps=steps, guidance_scale=guidance)
     )
     reference = torch_pipeline(root, manifest, rep)
-    assert first.steps is not None and first.guidance_scale is not None
     report = EvalReport(str(root), first.steps, first.guidance_scale)
     with rep.progress("engine vs PyTorch", total=images) as advance:
         for i in range(images):

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from difforge.runtime.manifest import ComponentEntry
+from difforge.artifact.manifest import ComponentEntry
 from difforge.runtime.runners.base import Runner
 
 

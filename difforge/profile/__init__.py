@@ -7,5 +7,5 @@
 - ``difforge bench`` (:mod:`difforge.profile.bench`): the same denoiser through PyTorch eager,
   torch.compile, plain ONNX Runtime, OpenVINO and difforge's artifact, alternating calls.
 
-The click commands live in :mod:`difforge.profile.cli`.
+The click commands live in :mod:`difforge.cli.profile` and :mod:`difforge.cli.bench`.
 """

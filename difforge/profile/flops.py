@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from difforge.runtime.manifest import ComponentEntry
+from difforge.artifact.manifest import ComponentEntry
 
 COUNTED = ("Conv", "FusedConv", "MatMul", "FusedMatMul", "Gemm", "MultiHeadAttention", "Attention")
 

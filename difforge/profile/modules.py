@@ -77,8 +77,9 @@ def label(path: str) -> str:
     return f"{text} ({'.'.join(middle)})" if middle else text
 
 
-def node_modules(path: Path) -> dict[str, str]:
-    """Node name (and output name) -> aggregated module path.
+def node_modules(path: Path, aggregate: bool = True) -> dict[str, str]:
+    """Node name (and output name) -> aggregated module path (:func:`unit_path`), or with
+    ``aggregate=False`` the deepest module path (``...attn1.to_q``, ``...attn1.processor``).
 
     ONNX Runtime names the nodes it re-lays-out after their output (``conv2d_27_nchwc``), so
     output names are keys too. Nodes without metadata (made by fusions) take the module of
@@ -92,7 +93,7 @@ def node_modules(path: Path) -> dict[str, str]:
     for node in nodes:
         path_ = module_path({p.key: p.value for p in node.metadata_props})
         if path_ is not None:
-            found[node.name] = unit_path(path_)
+            found[node.name] = unit_path(path_) if aggregate else path_
     producer = {out: n for n in nodes for out in n.output}
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in nodes:

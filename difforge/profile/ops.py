@@ -8,6 +8,7 @@ start with, else reported as ``(runtime-inserted)``.
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from dataclasses import dataclass, field
@@ -34,27 +35,59 @@ class Trace:
     kernels: list[tuple[str, str, float]] = field(default_factory=list)
 
 
-def read_trace(component: str, path: Path, first: int = 0, count: int | None = None) -> Trace:
-    """Kernel events of session runs ``first`` .. ``first + count - 1`` (all by default)."""
+def _events(path: Path) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))
-    runs = sorted(
+    return events
+
+
+def _model_runs(events: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """(start, duration) in microseconds of each session run, in order."""
+    return sorted(
         (float(ev.get("ts", 0)), float(ev.get("dur", 0)))
         for ev in events
         if ev.get("cat") == "Session" and ev.get("name") == "model_run"
     )
-    chosen = runs[first : None if count is None else first + count]
+
+
+def _kernels(events: list[dict[str, Any]]) -> list[tuple[float, str, str, float]]:
+    """(start, node name, op type, seconds) of each kernel event."""
+    out = []
+    for ev in events:
+        name = str(ev.get("name", ""))
+        if ev.get("cat") == "Node" and name.endswith(_SUFFIX):
+            op = str(ev.get("args", {}).get("op_name", "?"))
+            ts, seconds = float(ev.get("ts", 0)), float(ev.get("dur", 0)) / 1e6
+            out.append((ts, name[: -len(_SUFFIX)], op, seconds))
+    return out
+
+
+def read_trace(component: str, path: Path, first: int = 0, count: int | None = None) -> Trace:
+    """Kernel events of session runs ``first`` .. ``first + count - 1`` (all by default)."""
+    events = _events(path)
+    chosen = _model_runs(events)[first : None if count is None else first + count]
     trace = Trace(component)
     if not chosen:
         return trace
     start, end = chosen[0][0], chosen[-1][0] + chosen[-1][1]
     trace.run_s = sum(dur for _, dur in chosen) / 1e6
-    for ev in events:
-        name = str(ev.get("name", ""))
-        in_window = start <= float(ev.get("ts", 0)) <= end
-        if ev.get("cat") == "Node" and name.endswith(_SUFFIX) and in_window:
-            op = str(ev.get("args", {}).get("op_name", "?"))
-            trace.kernels.append((name[: -len(_SUFFIX)], op, float(ev.get("dur", 0)) / 1e6))
+    for ts, node, op, seconds in _kernels(events):
+        if start <= ts <= end:
+            trace.kernels.append((node, op, seconds))
     return trace
+
+
+def read_runs(component: str, path: Path) -> list[Trace]:
+    """One :class:`Trace` per session run of the trace at ``path``, in order (the file is read
+    once; kernel events between runs belong to none)."""
+    events = _events(path)
+    runs = _model_runs(events)
+    traces = [Trace(component, run_s=dur / 1e6) for _, dur in runs]
+    starts = [start for start, _ in runs]
+    for ts, node, op, seconds in _kernels(events):
+        i = bisect.bisect_right(starts, ts) - 1
+        if i >= 0 and ts <= runs[i][0] + runs[i][1]:
+            traces[i].kernels.append((node, op, seconds))
+    return traces
 
 
 def kernel_share(trace: Trace) -> float:

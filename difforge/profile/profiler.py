@@ -13,6 +13,7 @@ from typing import Any
 from difforge._version import __version__
 from difforge.errors import DifforgeError
 from difforge.profile import ops as ops_mod
+from difforge.profile.attention import attention_rows
 from difforge.profile.coldstart import cold_start
 from difforge.profile.flops import count_flops, input_shapes
 from difforge.profile.machine import describe_machine
@@ -73,7 +74,7 @@ def _op_profile(config: ProfileConfig, resolution: int, tmp: Path) -> dict[str, 
     generations = 1 + PROFILED_GENERATIONS
     for _ in range(generations):
         pipeline(request)
-    traces, modules = [], {}
+    traces, modules, graphs = [], {}, {}
     for role, runner in pipeline.runners.items():
         end = getattr(runner, "end_profiling", None)
         path = end() if end is not None else None
@@ -85,10 +86,15 @@ def _op_profile(config: ProfileConfig, resolution: int, tmp: Path) -> dict[str, 
             for g in range(1, generations)
         ]
         traces.append(max(candidates, key=ops_mod.kernel_share))
-        modules[role] = node_modules(pipeline.root / pipeline.manifest.components[role].file)
+        graphs[role] = pipeline.root / pipeline.manifest.components[role].file
+        modules[role] = node_modules(graphs[role])
     if not traces:
         raise DifforgeError("this artifact's engine does not support per-op profiling")
-    return ops_mod.group(traces, modules)
+    grouped = ops_mod.group(traces, modules)
+    attention = attention_rows(traces, graphs)
+    if attention:
+        grouped["attention"] = attention
+    return grouped
 
 
 def _model_runs(path: Path) -> list[dict[str, Any]]:
@@ -100,9 +106,8 @@ def _roofline(
     pipeline: Pipeline, resolution: int, batch: int, call_p50: float, threads: int
 ) -> dict[str, Any]:
     req = pipeline.resolve(request_for(pipeline, resolution, batch, None))
-    assert req.guidance_scale is not None
-    call_batch = batch * (2 if req.guidance_scale > 1.0 else 1)
-    f = int(pipeline.manifest.pipeline["vae_scale_factor"])
+    call_batch = batch * (2 if req.cfg else 1)
+    f = pipeline.manifest.pipeline.vae_scale_factor
     entry = pipeline.manifest.components["denoiser"]
     sizes = {"batch": call_batch, "height": resolution // f, "width": resolution // f}
     counted = count_flops(pipeline.root / entry.file, input_shapes(entry, sizes))
@@ -126,9 +131,8 @@ def _threads_used(pipeline: Pipeline, requested: int | None) -> int:
 
     if requested:
         return requested
-    recorded = int(
-        (pipeline.manifest.engine or {}).get("session", {}).get("intra_op_num_threads", 0)
-    )
+    engine = pipeline.manifest.components["denoiser"].engine
+    recorded = int(engine.settings.get("intra_op_num_threads", 0)) if engine else 0
     return recorded or (os.cpu_count() or 1)
 
 
@@ -138,7 +142,8 @@ def profile(config: ProfileConfig, progress: Progress | None = None) -> dict[str
     say = progress or _silent
     pipeline = load(config.artifact, threads=config.threads)
     manifest = pipeline.manifest
-    resolution = config.resolution or int(manifest.pipeline["resolution"]["default"])
+    denoiser = manifest.components["denoiser"]
+    resolution = config.resolution or manifest.pipeline.resolution.default
     pipeline.resolve(request_for(pipeline, resolution, config.batch, config.steps))  # range checks
     for r in config.sweep:
         pipeline.resolve(request_for(pipeline, r, config.batch, config.steps))
@@ -183,9 +188,9 @@ def profile(config: ProfileConfig, progress: Progress | None = None) -> dict[str
                 or manifest.source.get("preset")
                 or Path(str(manifest.source.get("path") or "?")).name
             ),
-            "precision": manifest.precision,
-            "backend": str((manifest.engine or {}).get("backend", "ort")),
-            "session": dict((manifest.engine or {}).get("session", {})),
+            "precision": denoiser.precision,
+            "backend": denoiser.engine.backend if denoiser.engine else "ort",
+            "session": dict(denoiser.engine.settings) if denoiser.engine else {},
         },
         "settings": {
             "runs": config.runs,

@@ -59,6 +59,19 @@ def ops_table(rows: list[dict[str, Any]], top: int = 15) -> str:
     return table(["component", "name", "ms", "share", "calls"], body)
 
 
+def attention_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """A paragraph per component with self-attention time (``ops.attention``, optional)."""
+    out: list[str] = []
+    for r in rows:
+        out += [
+            "",
+            f"Self-attention (`{r['module']}` modules) in the {r['component']}: attention core "
+            f"{ms(r['core_s'])} ms, q/k/v/out projections {ms(r['proj_s'])} ms "
+            f"({r['share']:.1%} of its kernel time).",
+        ]
+    return out
+
+
 def render(report: dict[str, Any]) -> str:
     s, art, m = report["settings"], report["artifact"], report["machine"]
     cold, roof, ops = report["cold_start"], report["roofline"], report["ops"]
@@ -118,6 +131,7 @@ def render(report: dict[str, Any]) -> str:
         f"Kernel time {ms(ops['kernel_s'])} ms of {ms(ops['profiled_s'])} ms in session runs "
         f"({ops['coverage']:.0%}); {ops.get('module_coverage', 0):.0%} of kernel time mapped "
         "to a PyTorch module.",
+        *attention_lines(ops.get("attention", [])),
         "",
         "### By source module",
         "",

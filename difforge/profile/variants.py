@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from difforge.artifact.manifest import read_manifest
 from difforge.profile.stats import summarize
-from difforge.runtime.manifest import read_manifest
 
 #: name -> (SessionOptions attributes, session config entries)
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
@@ -45,17 +45,12 @@ def compare_variants(
     artifact: Path, latent: int, batch: int = 2, runs: int = 7, threads: int = 2
 ) -> dict[str, dict[str, Any]]:
     """p50/p10/p90 seconds and max |Δ| against "as built" for each of :data:`VARIANTS`."""
-    from difforge.engines.ort.builder import sample_feeds
+    from difforge.artifact.feeds import sample_feeds
 
     manifest = read_manifest(artifact, verify=False)
     entry = manifest.components["denoiser"]
     path = artifact / entry.file
-    feeds = sample_feeds(entry, "opt")
-    feeds["sample"] = np.random.default_rng(0).standard_normal(
-        (batch, feeds["sample"].shape[1], latent, latent), dtype=np.float32
-    )
-    feeds["timestep"] = feeds["timestep"][:1].repeat(batch)
-    feeds["encoder_hidden_states"] = feeds["encoder_hidden_states"][:1].repeat(batch, axis=0)
+    feeds = sample_feeds(entry, sizes={"batch": batch, "height": latent, "width": latent})
     sessions = {name: _session(path, threads, *spec) for name, spec in VARIANTS.items()}
     ref = sessions["as built"].run(None, feeds)[0]
     outputs = {name: s.run(None, feeds)[0] for name, s in sessions.items()}

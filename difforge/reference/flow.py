@@ -39,7 +39,7 @@ class TrainConfig:
 
 def flow_sigmas(steps: int) -> np.ndarray:
     """σ_0 … σ_N (σ_N = 0) exactly as difforge's runtime (and diffusers) schedule them."""
-    from difforge.runtime.schedulers.flow_euler import FlowMatchEuler
+    from difforge.artifact.schedulers.flow_euler import FlowMatchEuler
 
     return FlowMatchEuler({"num_train_timesteps": 1000, "shift": 1.0}, steps).sigmas
 

@@ -66,7 +66,7 @@ def save_pipeline(
 
 def load_denoiser(folder: Path) -> torch.nn.Module:
     """The denoiser of a shipped pipeline folder, in eval mode (the exporter's loader)."""
-    from difforge.export.sources.diffusers_folder import load_folder
+    from difforge.sources.diffusers_folder import load_folder
 
     return load_folder(folder).denoiser
 
@@ -75,7 +75,7 @@ def save_linfusion_checkpoint(folder: Path, model: torch.nn.Module) -> list[str]
     """LinFusion's release layout: config.json ``modules_list`` + tensors keyed by index."""
     from safetensors.torch import save_file
 
-    from difforge.export.patches.linfusion import GeneralizedLinearAttention
+    from difforge.patches.linfusion import GeneralizedLinearAttention
 
     modules = [
         (name, m) for name, m in model.named_modules() if isinstance(m, GeneralizedLinearAttention)

@@ -1,8 +1,9 @@
-"""The torch-free runtime: load an artifact and generate with numpy + onnxruntime.
+"""The torch-free runtime: load an artifact and generate with numpy and the engine's runtime.
 
-Nothing here (or below) may import torch, diffusers or transformers: a Jetson or an edge box
-installs ``difforge[runtime]`` only, and a test runs a whole generation in a subprocess to
-prove these modules stay out of ``sys.modules``.
+Nothing here imports torch, diffusers or transformers, and nothing of difforge but the
+artifact layer and :mod:`difforge.errors`: a Jetson or an edge box installs the core only, and
+a test runs a whole generation in a subprocess to prove the heavy modules stay out of
+``sys.modules``.
 """
 
 from difforge.runtime.loader import load

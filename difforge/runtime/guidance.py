@@ -1,20 +1,19 @@
-"""Guidance combines for patched denoisers, in numpy only (the runtime imports no torch).
+"""Guidance: how a step's denoiser outputs combine into one prediction (numpy only).
 
-``ndcfg`` is ScaleCrafter's noise-damped classifier-free guidance: the unconditional
-prediction comes from a weakly re-dilated pass, the guidance direction from the strongly
-re-dilated one (``text2image.py``: ``noise_pred_vanilla + w * (noise_pred_text -
+Classifier-free guidance follows each pipeline's batch order: text-to-image runs
+[unconditional, text] (``StableDiffusionPipeline``), class-to-image [class, null]
+(``DiTPipeline``). ``ndcfg`` is ScaleCrafter's noise-damped classifier-free guidance: the
+unconditional prediction comes from a weakly re-dilated pass, the guidance direction from the
+strongly re-dilated one (``text2image.py``: ``noise_pred_vanilla + w * (noise_pred_text -
 noise_pred_uncond)``, where ``noise_pred_vanilla`` is the uncond half of the weak pass).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
-
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["cfg", "ndcfg", "variant_at"]
+__all__ = ["cfg", "combine", "ndcfg"]
 
 
 def ndcfg(
@@ -37,12 +36,10 @@ def cfg(eps_uncond: npt.ArrayLike, eps_cond: npt.ArrayLike, w: float) -> np.ndar
     return ndcfg(eps_uncond, eps_uncond, eps_cond, w)
 
 
-def variant_at(rules: Sequence[Mapping[str, Any]], default: str, step: int, num_steps: int) -> str:
-    """The variant a step runs: the first rule with int(from*N) <= step < int(to*N), else
-    ``default`` (a patch's first variant). This is the contract patches write rules for."""
-    for rule in rules:
-        lo = int(float(rule["from"]) * num_steps)
-        hi = int(float(rule["to"]) * num_steps)
-        if lo <= step < hi:
-            return str(rule["variant"])
-    return default
+def combine(eps: np.ndarray, scale: float, uncond_first: bool) -> np.ndarray:
+    """One guided prediction from a CFG-doubled batch, in the pipeline's order:
+    [uncond, text] when ``uncond_first``, else [class, null]."""
+    first, second = np.split(eps, 2)
+    if uncond_first:
+        return first + scale * (second - first)
+    return second + scale * (first - second)

@@ -18,14 +18,14 @@ from torch.export import Dim
 
 def tiny_unet(seed: int = 0) -> torch.nn.Module:
     """The tiny-sd preset's U-Net (random weights, eval)."""
-    from difforge.export.sources.presets import tiny_sd_unet
+    from difforge.sources.presets import tiny_sd_unet
 
     return tiny_sd_unet(seed)
 
 
 def tiny_dit(seed: int = 0) -> torch.nn.Module:
     """The tiny-dit preset's transformer (no layer left at zero)."""
-    from difforge.export.sources.presets import tiny_dit_transformer
+    from difforge.sources.presets import tiny_dit_transformer
 
     return tiny_dit_transformer(seed)
 
@@ -266,7 +266,7 @@ class FluxExportWrapper(torch.nn.Module):
         pooled_projections: torch.Tensor,
         timestep: torch.Tensor,
     ) -> torch.Tensor:
-        from difforge.export.sources.tiny_flux import pack_latents, prepare_ids
+        from difforge.sources.tiny_flux import pack_latents, prepare_ids
 
         h, w = latents.shape[-2] // 2, latents.shape[-1] // 2
         img_ids, txt_ids = prepare_ids(h, w, encoder_hidden_states.shape[1])

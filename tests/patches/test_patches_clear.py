@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from patch_testing import clear_mask, dense_local_attention, masked_attention, rel_err, tiny_dit
 from safetensors.torch import save_file
 
-import difforge.export.patches.clear as clear_module
+import difforge.patches.clear_attention as clear_module
 from difforge.errors import DifforgeError
-from difforge.export.patches import create_patch
-from difforge.export.sources.tiny_flux import build_tiny_flux_transformer, pack_latents, prepare_ids
+from difforge.patches import create_patch
+from difforge.sources.tiny_flux import build_tiny_flux_transformer, pack_latents, prepare_ids
 
 TOL = {torch.float32: 1e-6, torch.float64: 1e-10}
 

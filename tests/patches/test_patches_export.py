@@ -22,8 +22,8 @@ from patch_testing import (
     unet_inputs,
 )
 
-from difforge.export.patches import create_patch
-from difforge.export.sources.tiny_flux import build_tiny_flux_transformer
+from difforge.patches import create_patch
+from difforge.sources.tiny_flux import build_tiny_flux_transformer
 
 pytestmark = pytest.mark.slow
 

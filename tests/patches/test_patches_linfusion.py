@@ -11,8 +11,8 @@ from patch_testing import dense_linear_attention, rel_err, tiny_unet, unet_input
 from safetensors.torch import load_file, save_file
 
 from difforge.errors import DifforgeError
-from difforge.export.patches import create_patch
-from difforge.export.patches.linfusion import GeneralizedLinearAttention
+from difforge.patches import create_patch
+from difforge.patches.linfusion import GeneralizedLinearAttention
 
 
 def _layer(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from typing import Any
 
 import numpy as np
@@ -17,8 +18,8 @@ from patch_testing import (
     window_mask,
 )
 
-from difforge.export.patches import create_patch
-from difforge.export.patches.msw_msa import (
+from difforge.patches import create_patch
+from difforge.patches.msw_msa import (
     SHIFT_INPUT,
     default_blocks,
     shift_table,
@@ -69,17 +70,36 @@ def test_matches_the_authors_partition(h: int, w: int, k: int) -> None:
     assert torch.allclose(ours_rev(y), theirs_rev(y), rtol=0, atol=1e-12)
 
 
-def test_shift_table_is_seeded() -> None:
+def test_shift_table_is_seeded_and_draws_each_quarter_alike() -> None:
+    """The authors draw the quarter k in {0, 1, 2, 3} with probability 1/4 each, afresh per
+    call; the table must too (checked by counts, not by rebuilding the draw)."""
     table = shift_table(50, seed=7)
     assert table == shift_table(50, seed=7)
     assert table != shift_table(50, seed=8)
-    assert set(table) <= {0, 1, 2, 3} and len(set(table)) == 4
     assert shift_table(0, seed=0) == []
-    # The authors' thresholds on uniform draws; the draws come from the runtime's numpy
-    # generator so that the torch-free runtime rebuilds the same table.
-    draws = np.random.default_rng(3).random(20)
-    expected = [0 if r <= 0.25 else 1 if r <= 0.5 else 2 if r <= 0.75 else 3 for r in draws]
-    assert shift_table(20, 3) == expected
+    assert shift_table(20, 7) == table[:20]  # a longer run extends a shorter one
+    draws = [k for seed in range(40) for k in shift_table(500, seed)]
+    assert set(draws) == {0, 1, 2, 3}
+    counts = np.bincount(draws, minlength=4)
+    expected = len(draws) / 4
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 16.3, counts  # 3 degrees of freedom, p = 0.001
+    pairs = np.bincount([4 * a + b for a, b in itertools.pairwise(draws)], minlength=16)
+    expected_pairs = (len(draws) - 1) / 16
+    chi2_pairs = float(((pairs - expected_pairs) ** 2 / expected_pairs).sum())
+    assert chi2_pairs < 37.7, pairs  # independent steps: 15 degrees of freedom, p = 0.001
+
+
+def test_the_runtime_rebuilds_the_patch_table() -> None:
+    """What the manifest stores for the shift input gives the runtime the patch's table."""
+    from difforge.artifact.step_plan import StepPlan
+
+    spec = create_patch("msw-msa").extra_inputs()[SHIFT_INPUT]
+    plan = StepPlan.from_dict(
+        {"variants": {"base": "denoiser"}, "inputs": {SHIFT_INPUT: spec.step_input().to_dict()}}
+    )
+    for steps, seed in ((1, 0), (20, 3), (50, 11)):
+        assert plan.tables(steps, seed)[SHIFT_INPUT] == shift_table(steps, seed)
 
 
 class _DenseWindowProcessor:

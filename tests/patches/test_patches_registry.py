@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from difforge.errors import DifforgeError
-from difforge.export.patches import (
+from difforge.patches import (
     Patch,
     PatchOption,
     PatchReport,
@@ -23,13 +23,16 @@ from difforge.export.patches import (
     register_patch,
 )
 
+BUILTIN = {"linfusion", "clear", "msw-msa", "redilate", "raunet", "reparam"}
+
 
 def test_builtin_patches_are_listed() -> None:
-    assert {"linfusion", "clear", "msw-msa"} <= set(available_patches())
-    for name in ("linfusion", "clear", "msw-msa"):
+    assert set(available_patches()) == BUILTIN
+    for name in sorted(BUILTIN):
         described = get_patch_class(name).describe()
         json.dumps(described)
         assert described["name"] == name
+        assert described["summary"] and described["options"] is not None
 
 
 @pytest.mark.parametrize(
@@ -150,8 +153,8 @@ class _Boom(Exception):
 def test_apply_patches_rolls_back_on_error(monkeypatch: pytest.MonkeyPatch) -> None:
     from patch_testing import tiny_unet
 
-    import difforge.export.patches as registry
-    import difforge.export.patches.redilate  # noqa: F401  (registers in the real registry)
+    import difforge.patches as registry
+    import difforge.patches.redilate  # noqa: F401  (registers in the real registry)
 
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
 
@@ -214,7 +217,7 @@ def test_patches_on_the_same_module_are_refused_and_rolled_back() -> None:
 
 
 def test_a_patch_given_twice_is_refused() -> None:
-    from difforge.export.exporter import _create_patches
+    from difforge.exporter.prepare import create_patches
 
     with pytest.raises(DifforgeError, match="patch 'linfusion' is given 2 times"):
-        _create_patches(["linfusion", "clear:radius=4", "linfusion"])
+        create_patches(["linfusion", "clear:radius=4", "linfusion"])

@@ -29,9 +29,9 @@ def test_rejects_a_dense_conv() -> None:
 
 
 def test_exports_as_the_difforge_node(tmp_path: Path) -> None:
-    from difforge.export.components import Component
-    from difforge.export.onnx_export import export_component
-    from difforge.export.specs import Axis, ComponentSpec, Tensor
+    from difforge.exporter.components import Component
+    from difforge.exporter.onnx_export import export_component
+    from difforge.exporter.specs import Axis, ComponentSpec, Tensor
 
     module = DepthwiseConv2d.from_conv(torch.nn.Conv2d(4, 4, 7, padding=3, groups=4))
     spec = ComponentSpec(

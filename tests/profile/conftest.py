@@ -13,7 +13,7 @@ import pytest
 def profile_out(tiny_sd_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from click.testing import CliRunner
 
-    from difforge.profile.cli import profile_command
+    from difforge.cli.profile import profile_command
 
     out = tmp_path_factory.mktemp("profile") / "report"
     result = CliRunner().invoke(

@@ -7,17 +7,10 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from difforge.cli import cli
-from difforge.profile.cli import bench_command, profile_command
-
-
-def _group() -> object:
-    cli.add_command(profile_command)  # what difforge/cli.py does; idempotent
-    cli.add_command(bench_command)
-    return cli
 
 
 def test_profile_of_a_missing_artifact_is_a_one_line_error(tmp_path: Path) -> None:
-    result = CliRunner().invoke(_group(), ["profile", str(tmp_path / "nope"), "-q"])  # type: ignore[arg-type]
+    result = CliRunner().invoke(cli, ["profile", str(tmp_path / "nope"), "-q"])
     assert result.exit_code == 2
     assert "artifact not found" in result.output
     assert len(result.output.strip().splitlines()) == 1
@@ -25,21 +18,21 @@ def test_profile_of_a_missing_artifact_is_a_one_line_error(tmp_path: Path) -> No
 
 def test_bad_options_are_user_errors(tmp_path: Path) -> None:
     runner = CliRunner()
-    group = _group()
-    bad = runner.invoke(group, ["profile", str(tmp_path), "--sweep", "x", "-q"])  # type: ignore[arg-type]
+    group = cli
+    bad = runner.invoke(group, ["profile", str(tmp_path), "--sweep", "x", "-q"])
     assert bad.exit_code == 2 and "--sweep" in bad.output
-    bad = runner.invoke(group, ["bench", "--resolutions", "0", "-q"])  # type: ignore[arg-type]
+    bad = runner.invoke(group, ["bench", "--resolutions", "0", "-q"])
     assert bad.exit_code == 2 and "positive" in bad.output
 
 
 def test_bench_settings_are_checked_before_any_export() -> None:
     runner = CliRunner()
-    group = _group()
+    group = cli
     for args, needle in (
         (["--runs", "0"], "--runs must be at least 1, got 0"),
         (["--threads", "-1"], "--threads must be 0 (all cores) or more, got -1"),
     ):
-        bad = runner.invoke(group, ["bench", *args, "-q"])  # type: ignore[arg-type]
+        bad = runner.invoke(group, ["bench", *args, "-q"])
         assert bad.exit_code == 2, bad.output
         assert needle in bad.output and len(bad.output.strip().splitlines()) == 1
 
@@ -49,6 +42,6 @@ def test_bench_out_is_checked_before_any_export(tmp_path: Path) -> None:
     doc.write_text("# Perf\n<!-- bench:end -->\nolder <!-- bench:begin -->\n")
     runner = CliRunner()
     for out, needle in ((doc, "unbalanced"), (tmp_path, "is a folder")):
-        bad = runner.invoke(_group(), ["bench", "--out", str(out), "-q"])  # type: ignore[arg-type]
+        bad = runner.invoke(cli, ["bench", "--out", str(out), "-q"])
         assert bad.exit_code == 2, bad.output
         assert needle in bad.output and len(bad.output.strip().splitlines()) == 1

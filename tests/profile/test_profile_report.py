@@ -54,6 +54,25 @@ def test_op_grouping_covers_the_profiled_time(report: dict[str, Any]) -> None:
     }
 
 
+def test_self_attention_time_is_split_out(report: dict[str, Any], profile_out: Path) -> None:
+    rows = report["ops"]["attention"]
+    assert [r["component"] for r in rows] == ["denoiser"]  # CLIP and the VAE have no attn1
+    (row,) = rows
+    assert row["module"] == "attn1" and row["core_s"] > 0 and row["proj_s"] > 0
+    kernel = sum(r["seconds"] for r in report["ops"]["by_op_type"] if r["component"] == "denoiser")
+    assert 0 < row["share"] < 1
+    assert row["share"] == pytest.approx((row["core_s"] + row["proj_s"]) / kernel)
+    # every attention node lies in a module the by-module table names after an attn1 module
+    attn1 = sum(
+        r["seconds"]
+        for r in report["ops"]["by_module"]
+        if r["component"] == "denoiser" and (".attn1" in r["module"] or "mid_block" in r["module"])
+    )
+    assert row["core_s"] + row["proj_s"] <= attn1 * 1.0001
+    md = (profile_out / "report.md").read_text(encoding="utf-8")
+    assert "Self-attention (`attn1` modules) in the denoiser" in md
+
+
 def test_roofline_and_cold_start_are_plausible(report: dict[str, Any]) -> None:
     roof = report["roofline"]
     assert roof["flops_per_call"] > 1e8 and roof["unresolved_nodes"] == 0

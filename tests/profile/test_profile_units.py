@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from difforge.cli._common import parse_ints
 from difforge.errors import DifforgeError
 from difforge.profile.bench.perfdoc import BEGIN, END, replace_block, update_perf_doc
-from difforge.profile.cli import parse_ints
 from difforge.profile.modules import label, module_path, unit_path
 from difforge.profile.stats import growth_exponent, summarize
 

@@ -19,7 +19,7 @@ MAX_BYTES = 5_000_000
 
 
 def _model(name: str) -> torch.nn.Module:
-    from difforge.export.patches import get_patch_class
+    from difforge.patches import get_patch_class
 
     if name in PIPELINES:
         return load_denoiser(MODELS_DIR / name)

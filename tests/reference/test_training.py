@@ -76,7 +76,7 @@ def test_students_and_couplings_run_on_tiny_budgets() -> None:
 def test_attention_distillation_changes_only_the_replaced_layers() -> None:
     import copy
 
-    from difforge.export.patches import get_patch_class
+    from difforge.patches import get_patch_class
 
     teacher = build_digits_unet(0).eval()
     student = copy.deepcopy(teacher)
@@ -100,7 +100,7 @@ def test_attention_distillation_changes_only_the_replaced_layers() -> None:
 def test_guidance_embedding_is_lcms() -> None:
     from diffusers import LatentConsistencyModelPipeline
 
-    from difforge.export.components import guidance_embedding
+    from difforge.exporter.components import guidance_embedding
 
     w = torch.tensor([1.0, 1.5, 2.0, 3.25])
     ref = LatentConsistencyModelPipeline.get_guidance_scale_embedding(None, w - 1.0, 32)  # type: ignore[arg-type]

@@ -24,8 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
+from difforge.plugins.conv_args import check_conv_args, conv_out_size
 from difforge.plugins.kernels import autotune_enabled, interpreting, pick_fastest
-from difforge.plugins.ops.depthwise_conv import check_conv_args, conv_out_size
 
 
 # Sizes are not specialised (no recompile per grid or kernel size); strides are.

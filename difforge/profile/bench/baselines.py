@@ -150,11 +150,11 @@ def difforge_artifact(artifact: Path, threads: int) -> Baseline:
     def infer(feeds: dict[str, np.ndarray]) -> np.ndarray:
         return runner.infer(feeds)["noise_pred"]
 
-    passes = (pipeline.manifest.engine or {}).get("passes", {}).get("denoiser", {})
-    fused = ", ".join(f"{v} {k}" for k, v in passes.get("fusions", {}).items())
-    return Baseline(
-        "difforge (ORT, built)", pipeline.manifest.precision, infer, fused or "no fusions"
-    )
+    entry = pipeline.manifest.components["denoiser"]
+    passes = entry.engine.passes if entry.engine is not None else []
+    fusions = {k: v for p in passes for k, v in p.details.get("fusions", {}).items()}
+    fused = ", ".join(f"{v} {k}" for k, v in fusions.items())
+    return Baseline("difforge (ORT, built)", entry.precision, infer, fused or "no fusions")
 
 
 def _first_line(exc: BaseException) -> str:

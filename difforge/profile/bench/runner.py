@@ -45,9 +45,9 @@ def _build(config: BenchConfig, work: Path, threads: int, say: Progress) -> list
     """Export, compile and load every row once (none of this is timed)."""
     from difforge import compile as compile_artifact
     from difforge.config import CompileConfig, ExportConfig, ResolutionRange
-    from difforge.export.components import components_for
-    from difforge.export.exporter import resolve_resolution
-    from difforge.export.sources import load_source
+    from difforge.exporter.components import components_for
+    from difforge.exporter.prepare import resolve_resolution
+    from difforge.sources import load_source
 
     steps = 6
     say("set up baselines", 0, steps)
@@ -126,8 +126,8 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> dict[str
     results: dict[str, Any] = {"config": settings, "machine": machine, "latents": []}
     with tempfile.TemporaryDirectory(prefix="difforge-bench-") as tmp:
         rows = _build(config, Path(tmp), threads, say)
-        from difforge.export.components import components_for
-        from difforge.export.sources import load_source
+        from difforge.exporter.components import components_for
+        from difforge.sources import load_source
 
         spec = components_for(load_source(config.preset, None, 0), config.batch)["denoiser"].spec
         for latent in config.latents:

@@ -4,17 +4,23 @@ As in Polygraphy, the public ``infer`` validates the feeds against the component
 interface (names, dtypes, ranks, fixed dimensions, symbolic dimensions consistent and inside
 the built range) and subclasses write only ``_infer``: the backend call. One comparator and one
 pipeline then work across ONNX Runtime, TensorRT and whatever comes next.
+
+A backend's runner (registered with :func:`difforge.runtime.runners.register_runner`) is made
+from the artifact alone by :meth:`Runner.from_artifact`: the component's manifest entry (its
+engine record holds the backend's settings) and the artifact folder.
 """
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
+from difforge.artifact.manifest import ComponentEntry, Manifest
 from difforge.errors import DifforgeError
-from difforge.runtime.manifest import ComponentEntry
 
 _DTYPES = {
     "float32": np.float32,
@@ -28,11 +34,28 @@ _DTYPES = {
 class Runner(ABC):
     """Runs one component. Loading is lazy: ``activate`` (or the first ``infer``) does it."""
 
+    #: the engine backend this runner runs (set by registered runners)
+    backend: ClassVar[str] = ""
+
     def __init__(self, name: str, spec: ComponentEntry) -> None:
         self.name = name
         self.spec = spec
         self.active = False
         self.load_seconds = 0.0
+
+    @classmethod
+    def check_artifact(cls, manifest: Manifest) -> None:
+        """Refuse, before any session is made, an artifact this runner cannot run here (an
+        engine built by a newer library than the one installed, say)."""
+        return None
+
+    @classmethod
+    def from_artifact(
+        cls, name: str, spec: ComponentEntry, root: Path, overrides: dict[str, Any]
+    ) -> Runner:
+        """The runner for component ``name`` of the artifact at ``root``; ``overrides``
+        replace recorded settings (threads, profiling)."""
+        raise NotImplementedError(f"{cls.__name__} is not made from artifacts")
 
     def activate(self) -> None:
         if not self.active:

@@ -1,4 +1,8 @@
-"""ONNX Runtime runner: the only place the runtime touches onnxruntime's session API."""
+"""ONNX Runtime runner: the only place the runtime touches onnxruntime's session API.
+
+It also runs export folders (components with no engine record yet): their graphs are plain
+ONNX, which ONNX Runtime runs with its default settings.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from difforge.artifact.manifest import ComponentEntry, Manifest
 from difforge.errors import DifforgeError
-from difforge.runtime.manifest import ComponentEntry
+from difforge.runtime.runners import register_runner
 from difforge.runtime.runners.base import Runner
 
 _LEVELS = {
@@ -41,8 +46,19 @@ def session_options(settings: dict[str, Any]) -> Any:
     return opts
 
 
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split("+")[0].split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+@register_runner
 class OrtRunner(Runner):
     """Runs an ONNX file with an ONNX Runtime session built from recorded settings."""
+
+    backend = "ort"
 
     def __init__(
         self,
@@ -57,6 +73,31 @@ class OrtRunner(Runner):
         self.settings = dict(settings or {})
         self.providers = providers or ["CPUExecutionProvider"]
         self.session: Any = None
+
+    @classmethod
+    def check_artifact(cls, manifest: Manifest) -> None:
+        """Refuse an engine built by a newer ONNX Runtime than the one installed here.
+
+        An optimised graph may use contrib ops or fusions an older runtime does not know; an
+        older build on a newer runtime is fine (ONNX Runtime is backward compatible).
+        """
+        import onnxruntime as ort
+
+        built_with = manifest.versions.get("onnxruntime")
+        if built_with and _version_tuple(ort.__version__)[:2] < _version_tuple(built_with)[:2]:
+            raise DifforgeError(
+                f"artifact was built with onnxruntime {built_with}, but {ort.__version__} is "
+                f"installed; upgrade onnxruntime or rebuild the artifact"
+            )
+
+    @classmethod
+    def from_artifact(
+        cls, name: str, spec: ComponentEntry, root: Path, overrides: dict[str, Any]
+    ) -> OrtRunner:
+        settings = dict(spec.engine.settings) if spec.engine is not None else {}
+        providers = settings.pop("providers", None) or ["CPUExecutionProvider"]
+        settings.update(overrides)
+        return cls(name, spec, root / spec.file, settings, list(providers))
 
     def _activate(self) -> None:
         import onnxruntime as ort

@@ -1,0 +1,357 @@
+"""The artifact manifest (format 2): what is in an artifact folder, how it was made, how to run it.
+
+Written by export, calibration and build, read by every later stage and the runtime, so it
+imports neither torch nor onnx. Every section is typed and read field by field
+(:mod:`difforge.artifact.fields`): a tampered or truncated manifest is refused in one line
+naming the field. A manifest of an older format is refused with the command that rebuilds it;
+one of a newer format asks for a newer difforge.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from difforge.artifact.fields import Fields, check_int
+from difforge.artifact.files import FileRecord, hash_folder, read_file_records, verify_files
+from difforge.artifact.step_plan import StepPlan
+from difforge.errors import DifforgeError
+
+MANIFEST_NAME = "manifest.json"
+FORMAT = "difforge-artifact"
+FORMAT_VERSION = 2
+
+PIPELINE_TYPES = ("text-to-image", "class-to-image", "flux")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-weights")
+#: The ONNX domain of difforge's custom ops (``difforge::LocalAttention2D``, ...).
+CUSTOM_OP_DOMAIN = "difforge"
+#: How a built component holds a difforge custom op: the op's node for a plugin to run, or
+#: the op's standard-op body inlined in its place.
+CUSTOM_OP_MODES = ("plugin", "inlined")
+
+
+class Stage(str, enum.Enum):
+    EXPORTED = "exported"
+    CALIBRATED = "calibrated"
+    BUILT = "built"
+
+
+@dataclass
+class TensorSpec:
+    """One graph input or output: symbolic shape entries are axis names, fixed ones ints."""
+
+    name: str
+    dtype: str
+    shape: list[int | str]
+
+    @classmethod
+    def read(cls, f: Fields) -> TensorSpec:
+        shape = f.items("shape")
+        for i, dim in enumerate(shape):
+            if not isinstance(dim, str):
+                check_int(dim, f"{f.where('shape')}[{i}]", minimum=0)
+        return cls(name=f.text("name"), dtype=f.text("dtype"), shape=shape)
+
+
+@dataclass
+class PassRecord:
+    """A graph pass as it ran on one component: its registered name, whether it changed the
+    graph, and what it reports (fusion counts, functions inlined, ...)."""
+
+    name: str
+    modified: bool
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, f: Fields) -> PassRecord:
+        return cls(f.text("name"), f.flag("modified"), f.table("details", {}))
+
+
+@dataclass
+class EngineRecord:
+    """How one component was built: backend, the files its engine reads, the settings its
+    runner applies, what became of each custom op, and the passes that ran."""
+
+    backend: str
+    files: list[str]
+    settings: dict[str, Any] = field(default_factory=dict)
+    custom_ops: dict[str, str] = field(default_factory=dict)
+    passes: list[PassRecord] = field(default_factory=list)
+    #: the built graph against the exported one: max_rel, max_abs
+    check: dict[str, float] | None = None
+
+    @classmethod
+    def read(cls, f: Fields) -> EngineRecord:
+        ops = f.table("custom_ops", {})
+        for op, mode in ops.items():
+            if mode not in CUSTOM_OP_MODES:
+                raise f.fail(f"custom_ops.{op}", f"{mode!r} is not one of {CUSTOM_OP_MODES}")
+        files = f.items("files")
+        if not all(isinstance(p, str) for p in files):
+            raise f.fail("files", "expected file names")
+        return cls(
+            backend=f.text("backend"),
+            files=files,
+            settings=f.table("settings", {}),
+            custom_ops=ops,
+            passes=[PassRecord.read(p) for p in f.objects("passes")],
+            check=f.table("check", None),
+        )
+
+
+@dataclass
+class ComponentEntry:
+    """A component as later stages see it: file, interface, shapes built for, precision."""
+
+    role: str
+    file: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    #: axis name -> [min, opt, max] in the units the graph sees (latent pixels, tokens, batch).
+    axes: dict[str, list[int]]
+    tolerance: float
+    #: axis name -> the multiple its size must be (spatial axes of a U-Net, patch sizes).
+    multiples: dict[str, int] = field(default_factory=dict)
+    verification: list[dict[str, Any]] = field(default_factory=list)
+    precision: str = "fp32"
+    #: None until a backend builds the component.
+    engine: EngineRecord | None = None
+
+    @classmethod
+    def read(cls, f: Fields) -> ComponentEntry:
+        axes: dict[str, list[int]] = {}
+        for name, value in f.table("axes").items():
+            where = f"{f.where('axes')}.{name}"
+            if not isinstance(value, list) or len(value) != 3:
+                raise DifforgeError(f"manifest.json: {where}: expected [min, opt, max]")
+            lo, opt, hi = (check_int(v, where, minimum=1) for v in value)
+            if not lo <= opt <= hi:
+                raise DifforgeError(f"manifest.json: {where}: needs min <= opt <= max")
+            axes[name] = [lo, opt, hi]
+        multiples = {
+            k: check_int(v, f"{f.where('multiples')}.{k}", minimum=1)
+            for k, v in f.table("multiples", {}).items()
+        }
+        engine = f.obj("engine", None)
+        return cls(
+            role=f.text("role"),
+            file=f.text("file"),
+            inputs=[TensorSpec.read(t) for t in f.objects("inputs")],
+            outputs=[TensorSpec.read(t) for t in f.objects("outputs")],
+            axes=axes,
+            tolerance=f.number("tolerance"),
+            multiples=multiples,
+            verification=f.items("verification", []),
+            precision=f.text("precision", "fp32", choices=PRECISIONS),
+            engine=EngineRecord.read(engine) if engine is not None else None,
+        )
+
+
+@dataclass
+class Resolution:
+    """Pixel resolutions an artifact is built for; ``multiple`` is the model's size factor."""
+
+    min: int
+    default: int
+    max: int
+    multiple: int
+
+    def check(self, label: str, size: int) -> None:
+        """Refuse a height or width this artifact cannot generate (the one place it is said)."""
+        if not self.min <= size <= self.max:
+            raise DifforgeError(
+                f"{label} {size} is outside this artifact's range [{self.min}, {self.max}] "
+                "(rebuild with a wider --resolution range)"
+            )
+        if size % self.multiple:
+            raise DifforgeError(
+                f"{label} {size} is not a multiple of {self.multiple} (the model's factor)"
+            )
+
+    @classmethod
+    def read(cls, f: Fields) -> Resolution:
+        res = cls(*(f.integer(k, minimum=1) for k in ("min", "default", "max", "multiple")))
+        if not res.min <= res.default <= res.max:
+            raise f.fail("default", "needs min <= default <= max")
+        return res
+
+
+@dataclass
+class PipelineSection:
+    """How the components make an image: conditioning kind, latent geometry, defaults."""
+
+    type: str
+    latent_channels: int
+    vae_scale_factor: int
+    scaling_factor: float
+    resolution: Resolution
+    default_guidance: float
+    num_classes: int = 0
+    null_class: int = 0
+    #: a pixel-space model: no VAE, the samples are the images
+    pixel_space: bool = False
+    #: a guidance-distilled model: the scale is a denoiser input, not two passes
+    guidance_input: bool = False
+
+    @property
+    def text_conditioned(self) -> bool:
+        return self.type in ("text-to-image", "flux")
+
+    @classmethod
+    def read(cls, f: Fields) -> PipelineSection:
+        kind = f.text("type", choices=PIPELINE_TYPES)
+        classes = kind == "class-to-image"
+        return cls(
+            type=kind,
+            latent_channels=f.integer("latent_channels", minimum=1),
+            vae_scale_factor=f.integer("vae_scale_factor", minimum=1),
+            scaling_factor=f.number("scaling_factor"),
+            resolution=Resolution.read(f.obj("resolution")),
+            default_guidance=f.number("default_guidance"),
+            num_classes=f.integer("num_classes", minimum=1) if classes else 0,
+            null_class=f.integer("null_class", minimum=0) if classes else 0,
+            pixel_space=f.flag("pixel_space"),
+            guidance_input=f.flag("guidance_input"),
+        )
+
+
+@dataclass
+class SchedulerSection:
+    """The sampler a model was trained for, its diffusers config, and a note when the model's
+    own scheduler class is sampled by another runtime sampler with the same noise schedule."""
+
+    name: str
+    config: dict[str, Any]
+    default_steps: int
+    note: str | None = None
+
+    @classmethod
+    def read(cls, f: Fields) -> SchedulerSection:
+        return cls(
+            name=f.text("name"),
+            config=f.table("config"),
+            default_steps=f.integer("default_steps", minimum=1),
+            note=f.text("note", None),
+        )
+
+
+@dataclass
+class TokenizerSection:
+    type: str
+    vocab: str
+    merges: str
+    max_length: int = 77
+
+    @classmethod
+    def read(cls, f: Fields) -> TokenizerSection:
+        return cls(
+            type=f.text("type", choices=("clip-bpe",)),
+            vocab=f.text("vocab"),
+            merges=f.text("merges"),
+            max_length=f.integer("max_length", 77, minimum=3),
+        )
+
+
+@dataclass
+class Manifest:
+    stage: Stage
+    versions: dict[str, str]
+    source: dict[str, Any]
+    pipeline: PipelineSection
+    scheduler: SchedulerSection
+    components: dict[str, ComponentEntry]
+    patches: list[dict[str, Any]] = field(default_factory=list)
+    tokenizer: TokenizerSection | None = None
+    step_plan: StepPlan | None = None
+    files: dict[str, FileRecord] = field(default_factory=dict)
+    created: str = ""
+
+    @property
+    def plan(self) -> StepPlan:
+        """The step plan, or the plain one (one denoiser, nothing per step)."""
+        return self.step_plan if self.step_plan is not None else StepPlan()
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        data: dict[str, Any] = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "stage": self.stage.value,
+            "created": self.created,
+            "versions": dict(self.versions),
+            "source": dict(self.source),
+            "pipeline": asdict(self.pipeline),
+            "scheduler": asdict(self.scheduler),
+            "components": {k: asdict(v) for k, v in self.components.items()},
+            "patches": list(self.patches),
+            "tokenizer": asdict(self.tokenizer) if self.tokenizer is not None else None,
+            "step_plan": self.step_plan.to_dict() if self.step_plan is not None else None,
+            "files": {k: asdict(v) for k, v in self.files.items()},
+        }
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Manifest:
+        f = Fields(data, "")
+        if data.get("format") != FORMAT:
+            raise DifforgeError("manifest.json is not a difforge artifact manifest")
+        version = data.get("format_version")
+        check_int(version, "format_version", minimum=1)
+        if version > FORMAT_VERSION:
+            raise DifforgeError(
+                f"artifact format {version} is newer than this difforge understands "
+                f"({FORMAT_VERSION}); upgrade difforge"
+            )
+        if version < FORMAT_VERSION:
+            raise DifforgeError(
+                f"artifact format {version} was written by an older difforge; this one reads "
+                f"format {FORMAT_VERSION}: compile it again (difforge compile ...)"
+            )
+        tokenizer = f.obj("tokenizer", None)
+        plan = f.obj("step_plan", None)
+        versions = f.table("versions")
+        return cls(
+            stage=Stage(f.text("stage", choices=tuple(s.value for s in Stage))),
+            created=f.text("created", ""),
+            versions={str(k): str(v) for k, v in versions.items()},
+            source=f.table("source"),
+            pipeline=PipelineSection.read(f.obj("pipeline")),
+            scheduler=SchedulerSection.read(f.obj("scheduler")),
+            components={k: ComponentEntry.read(v) for k, v in f.mapping("components").items()},
+            patches=f.items("patches", []),
+            tokenizer=TokenizerSection.read(tokenizer) if tokenizer is not None else None,
+            step_plan=StepPlan.read(plan) if plan is not None else None,
+            files=read_file_records(f.obj("files", None)),
+        )
+
+
+def write_manifest(root: Path, manifest: Manifest) -> None:
+    """Hash every file under ``root`` into the manifest and write it there."""
+    manifest.files = hash_folder(root, exclude=MANIFEST_NAME)
+    text = json.dumps(manifest.to_dict(), indent=2, sort_keys=False)
+    (root / MANIFEST_NAME).write_text(text + "\n", encoding="utf-8")
+
+
+def read_manifest(root: Path, verify: bool = True) -> Manifest:
+    """Load and check an artifact's manifest; with ``verify``, every file's hash too."""
+    if not root.exists():
+        raise DifforgeError(f"artifact not found: {root}")
+    if not root.is_dir():
+        raise DifforgeError(f"artifact must be a folder: {root}")
+    path = root / MANIFEST_NAME
+    if not path.is_file():
+        raise DifforgeError(f"{root} is not a difforge artifact (no {MANIFEST_NAME})")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise DifforgeError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise DifforgeError(f"{path} does not hold a JSON object")
+    manifest = Manifest.from_dict(data)
+    if verify:
+        verify_files(root, manifest.files, [c.file for c in manifest.components.values()])
+    return manifest

@@ -1,0 +1,71 @@
+"""The ``difforge`` command line: parse options into config objects and call the API.
+
+One module per command group: ``compile`` (export, build, compile), ``run``, ``evaluate``
+(eval), ``info``, ``profile``, ``bench``. Commands import their heavy modules when they run,
+so ``difforge --help`` and ``difforge run`` stay light.
+
+User errors (:class:`DifforgeError`) print one line and exit 2; ``--debug`` shows their
+traceback. Anything else is a bug and keeps its traceback. SIGTERM is turned into an
+exception so that a killed build removes its staging folder like an interrupted one.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Any, NoReturn
+
+import click
+
+from difforge._version import __version__
+from difforge.cli._common import EXIT_USER_ERROR, fail
+from difforge.cli.bench import bench_command
+from difforge.cli.compile import build, compile_, export
+from difforge.cli.evaluate import evaluate
+from difforge.cli.info import info
+from difforge.cli.profile import profile_command
+from difforge.cli.run import run
+from difforge.errors import DifforgeError
+
+__all__ = ["EXIT_USER_ERROR", "cli", "main"]
+
+
+def _on_sigterm(signum: int, frame: Any) -> NoReturn:
+    raise SystemExit(128 + signum)
+
+
+class DifforgeGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        debug = "--debug" in sys.argv[1:]
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        try:
+            return super().invoke(ctx)
+        except DifforgeError as exc:
+            if debug:
+                raise
+            fail(str(exc))
+        except ImportError as exc:
+            from difforge._deps import missing_extra_message
+
+            message = missing_extra_message(ctx.invoked_subcommand, exc)
+            if message is None or debug:
+                raise
+            fail(message)
+        except KeyboardInterrupt:
+            click.echo("difforge: interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=DifforgeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="difforge")
+@click.option("--debug", is_flag=True, help="Show tracebacks for user errors too.")
+def cli(debug: bool) -> None:
+    """difforge: compile patched diffusion models into deployable artifacts and run them."""
+
+
+for _command in (export, build, compile_, run, evaluate, info, profile_command, bench_command):
+    cli.add_command(_command)
+
+
+def main() -> None:
+    cli(prog_name="difforge")

@@ -1,0 +1,5 @@
+"""``python -m difforge.cli``."""
+
+from difforge.cli import main
+
+main()

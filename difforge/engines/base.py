@@ -1,0 +1,138 @@
+"""What every engine builder does, so that a backend writes only its per-component build.
+
+:meth:`EngineBuilder.build` reads the export folder's manifest (hashes checked), refuses a
+folder that is not an export, stages the new artifact in a hidden folder, copies the files no
+component owns (tokenizer), builds each component with the backend's
+:meth:`EngineBuilder.build_component`, stores the weights of a stepped denoiser's variants once
+again, records each component's engine (backend, files, settings, custom ops, passes) and
+writes the manifest. The staged folder becomes the output only if all of it succeeds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from difforge._progress import Reporter, SilentReporter
+from difforge.artifact.manifest import (
+    ComponentEntry,
+    EngineRecord,
+    Manifest,
+    Stage,
+    read_manifest,
+    write_manifest,
+)
+from difforge.artifact.staging import check_target, staged_folder
+from difforge.artifact.weights import custom_ops_in, graph_files, share_weights
+from difforge.config import BuildConfig
+from difforge.errors import DifforgeError
+from difforge.versions import library_versions
+
+#: ``--custom-ops`` values: keep difforge's custom-op nodes for a plugin, or inline their
+#: standard-op bodies
+CUSTOM_OP_CHOICES = ("plugin", "inline")
+
+
+@dataclass
+class ComponentBuild:
+    """One component's build, as the backend did it (the base records the rest)."""
+
+    settings: dict[str, Any] = field(default_factory=dict)
+    passes: list[Any] = field(default_factory=list)
+    check: dict[str, float] | None = None
+
+
+class EngineBuilder(ABC):
+    """Subclasses set ``backend`` (and ``default_custom_ops``) and write
+    :meth:`build_component`; :meth:`check_config` refuses bad settings before any work."""
+
+    backend: ClassVar[str] = ""
+    #: what becomes of difforge's custom ops unless the build says otherwise
+    default_custom_ops: ClassVar[str] = "inline"
+    #: whether built components are ONNX graphs (their variants' weights are then re-shared)
+    writes_onnx: ClassVar[bool] = True
+
+    def __init__(self, config: BuildConfig, reporter: Reporter | None = None) -> None:
+        self.config = config
+        self.rep = reporter or SilentReporter()
+        self.custom_ops = config.custom_ops or self.default_custom_ops
+        if self.custom_ops not in CUSTOM_OP_CHOICES:
+            raise DifforgeError(
+                f"--custom-ops takes {' or '.join(CUSTOM_OP_CHOICES)}, got {self.custom_ops!r}"
+            )
+
+    def check_config(self) -> None:
+        """Refuse settings this backend cannot honour (called before any work)."""
+        if self.config.threads < 0:
+            raise DifforgeError(
+                f"--threads must be 0 (all cores) or more, got {self.config.threads}"
+            )
+
+    @abstractmethod
+    def build_component(
+        self, role: str, entry: ComponentEntry, src: Path, dst: Path
+    ) -> ComponentBuild:
+        """Build the exported graph ``src`` of component ``role`` into ``dst`` (a path in the
+        staged artifact, with ``entry.file``'s name)."""
+
+    def build(self) -> Path:
+        config = self.config
+        manifest = read_manifest(config.source, verify=True)
+        if manifest.stage is not Stage.EXPORTED:
+            raise DifforgeError(
+                f"{config.source} is already a built artifact; build from an export folder"
+            )
+        self.check_config()
+        check_target(config.output, config.force)
+        with staged_folder(config.output, config.force) as staging:
+            self._copy_unowned(manifest, config.source, staging)
+            builds: dict[str, ComponentBuild] = {}
+            for role, entry in manifest.components.items():
+                builds[role] = self.build_component(
+                    role, entry, config.source / entry.file, staging / entry.file
+                )
+            if self.writes_onnx:
+                self._reshare_variant_weights(manifest, staging)
+            for role, entry in manifest.components.items():
+                entry.engine = self._record(entry, builds[role], config.source, staging)
+            manifest.stage = Stage.BUILT
+            manifest.created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            manifest.versions = {**manifest.versions, **library_versions()}
+            write_manifest(staging, manifest)
+        return config.output
+
+    def _record(
+        self, entry: ComponentEntry, done: ComponentBuild, source: Path, staging: Path
+    ) -> EngineRecord:
+        exported = custom_ops_in(source / entry.file)
+        kept = custom_ops_in(staging / entry.file)
+        return EngineRecord(
+            backend=self.backend,
+            files=graph_files(staging / entry.file, staging),
+            settings=done.settings,
+            custom_ops={op: "plugin" if op in kept else "inlined" for op in exported},
+            passes=list(done.passes),
+            check=done.check,
+        )
+
+    @staticmethod
+    def _copy_unowned(manifest: Manifest, source: Path, staging: Path) -> None:
+        """Copy the files no component graph owns (tokenizer files, shared weights)."""
+        for rel in manifest.files:
+            owned = any(
+                rel == c.file or rel.startswith(c.file + ".") for c in manifest.components.values()
+            )
+            if not owned:
+                (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source / rel, staging / rel)
+
+    @staticmethod
+    def _reshare_variant_weights(manifest: Manifest, root: Path) -> None:
+        """Building graphs one by one inlines their weights again; store them once more."""
+        keys = list(manifest.plan.variants.values())
+        if len(keys) > 1:
+            share_weights([root / manifest.components[key].file for key in keys])

@@ -1,0 +1,84 @@
+"""The step policy: what each denoising step runs, from the artifact's step plan.
+
+For step i of N it says which graph runs (the plan's variant rules), which per-step inputs it
+gets (the plan's seeded tables), which guidance mode applies, and which tensors the step takes
+from the one before (an output of one call fed as an input of a later one: the hook
+feature-caching methods need). The sampling loop asks the policy and never reads the plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from difforge.artifact.manifest import ComponentEntry
+from difforge.artifact.step_plan import NoiseDampedGuidance, StepPlan, first_match
+from difforge.errors import DifforgeError
+
+
+@dataclass
+class StepCall:
+    """What step ``index`` runs: ``variant`` (graph ``component``) with ``feeds`` beside the
+    sample, timestep and conditioning, and a guidance mode (None: plain CFG)."""
+
+    index: int
+    variant: str
+    component: str
+    feeds: dict[str, np.ndarray] = field(default_factory=dict)
+    guidance: NoiseDampedGuidance | None = None
+
+
+class StepPolicy:
+    def __init__(self, plan: StepPlan, components: dict[str, ComponentEntry]) -> None:
+        self.plan = plan
+        for variant, key in plan.variants.items():
+            if key not in components:
+                raise DifforgeError(
+                    f"manifest.json: step_plan: variant {variant!r} names component {key!r}, "
+                    "which the artifact does not have"
+                )
+        self._inputs = {
+            key: {t.name for t in components[key].inputs} for key in plan.variants.values()
+        }
+        self._num_steps = 0
+        self._tables: dict[str, list[int]] = {}
+        self._carried: dict[str, np.ndarray] = {}
+
+    def start(self, num_steps: int, seed: int) -> None:
+        """Set up for a run of ``num_steps`` steps: the per-step tables for ``seed``, and no
+        carried tensors yet."""
+        self._num_steps = num_steps
+        self._tables = self.plan.tables(num_steps, seed)
+        self._carried = {}
+
+    def component(self, variant: str) -> str:
+        return self.plan.variants[variant]
+
+    def at(self, index: int) -> StepCall:
+        variant = self.plan.variant_at(index, self._num_steps)
+        key = self.component(variant)
+        feeds = self.plan.feeds_at(self._tables, index)
+        for input_name, output in self.plan.carry.items():
+            if input_name not in self._inputs[key]:
+                continue
+            if input_name not in self._carried:
+                raise DifforgeError(
+                    f"step {index} runs {key}, which takes {input_name!r} from an earlier "
+                    f"step's {output!r}, but no earlier step produced it"
+                )
+            feeds[input_name] = self._carried[input_name]
+        guidance = self.plan.guidance_at(index, self._num_steps)
+        return StepCall(index, variant, key, feeds, guidance)
+
+    def weak_variant(self, mode: NoiseDampedGuidance, index: int) -> str:
+        """The variant whose unconditional pass noise-damped CFG uses at step ``index``."""
+        if not mode.weak_rules:
+            return mode.weak
+        return first_match(mode.weak_rules, self.plan.default_variant, index, self._num_steps)
+
+    def keep(self, outputs: dict[str, np.ndarray]) -> None:
+        """Hold the outputs later steps take (the plan's ``carry``) from one step's call."""
+        for input_name, output in self.plan.carry.items():
+            if output in outputs:
+                self._carried[input_name] = outputs[output]

@@ -1,0 +1,118 @@
+"""Export: parity at three shapes per component, shape-specialised traces caught, folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from difforge.artifact.manifest import read_manifest
+from difforge.config import ResolutionRange
+from difforge.errors import DifforgeError
+from difforge.exporter.components import Component, DiTDenoiser
+from difforge.exporter.onnx_export import export_component
+from difforge.exporter.prepare import resolve_resolution
+from difforge.exporter.specs import Axis, ComponentSpec, Tensor
+from difforge.exporter.verify import verify_component
+from difforge.sources.base import Resolution
+
+
+def test_every_component_verified_at_three_shapes(tiny_sd_export: Path) -> None:
+    manifest = read_manifest(tiny_sd_export)
+    assert set(manifest.components) == {"text_encoder", "denoiser", "vae_decoder"}
+    for role, entry in manifest.components.items():
+        by_shape = {v["shape"]: v for v in entry.verification}
+        assert set(by_shape) == {"min", "opt", "max"}, role
+        sizes = [tuple(v["sizes"].values()) for v in by_shape.values()]
+        assert len(set(sizes)) == 3, f"{role} verified at fewer than three distinct shapes"
+        for check in entry.verification:
+            assert check["max_rel"] <= 1e-4, (role, check)
+    assert manifest.source["random_weights"] is True
+    assert "random" in manifest.source["weights"]
+
+
+def test_shape_specialised_trace_is_caught(tmp_path: Path) -> None:
+    from difforge.sources.presets import tiny_dit
+
+    # diffusers' DiT reads its grid as sqrt(tokens) and picks its position table by input
+    # size: exported with a dynamic spatial range, the graph only works at the trace size.
+    source = tiny_dit(0)
+    axis = Axis(min=16, opt=16, max=32, multiple=2)
+    spec = ComponentSpec(
+        role="denoiser",
+        inputs=(
+            Tensor("sample", "float32", ("batch", 4, "height", "width")),
+            Tensor("timestep", "float32", ("batch",), "timestep"),
+            Tensor("class_labels", "int64", ("batch",), ("int", 1000)),
+        ),
+        outputs=(Tensor("noise_pred", "float32", ("batch", 4, "height", "width")),),
+        axes={"batch": Axis(1, 1, 2), "height": axis, "width": axis},
+    )
+    component = Component(spec, DiTDenoiser(source.denoiser))
+    path = tmp_path / "dit.onnx"
+    export_component(component, path)
+    with pytest.raises(DifforgeError, match=r"denoiser.* (does not run|differs)"):
+        verify_component(component, path)
+
+
+def test_verification_reports_a_numerical_mismatch(tmp_path: Path) -> None:
+    class Drifting(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 2
+
+    spec = ComponentSpec(
+        role="toy",
+        inputs=(Tensor("x", "float32", ("batch", 8)),),
+        outputs=(Tensor("y", "float32", ("batch", 8)),),
+        axes={"batch": Axis(1, 2, 4)},
+    )
+    component = Component(spec, Drifting())
+    path = tmp_path / "toy.onnx"
+    export_component(component, path)
+    component.module = torch.nn.Identity()  # the reference no longer matches the graph
+    with pytest.raises(DifforgeError, match=r"toy\.y at min shape .* differs from PyTorch"):
+        verify_component(component, path)
+
+
+def test_resolution_ranges() -> None:
+    base = Resolution(min=128, default=256, max=512, multiple=16)
+    assert resolve_resolution(base, ResolutionRange.parse("1024")) == Resolution(
+        128, 1024, 1024, 16
+    )
+    assert resolve_resolution(base, ResolutionRange.parse("256:384")) == Resolution(
+        256, 256, 384, 16
+    )
+    assert resolve_resolution(base, ResolutionRange.parse("64:96:128")) == Resolution(
+        64, 96, 128, 16
+    )
+    with pytest.raises(DifforgeError, match="not a multiple of 16"):
+        resolve_resolution(base, ResolutionRange.parse("200"))
+    for bad in ("0", "a", "512:256", "1:2:3:4", "256:128:512"):
+        with pytest.raises(DifforgeError, match="--resolution"):
+            ResolutionRange.parse(bad)
+
+
+@pytest.mark.slow
+def test_diffusers_folder_source(tmp_path: Path) -> None:
+    """A pipeline saved with save_pretrained exports through --model like a preset."""
+    import diffusers
+
+    from difforge import ExportConfig, export
+    from difforge.sources.presets import tiny_sd
+    from tests.reference_pipelines import sd_pipeline
+
+    pipe = sd_pipeline(tiny_sd(1), diffusers.PNDMScheduler)  # SD 1.x folders ship PNDM
+    folder = tmp_path / "sd"
+    pipe.save_pretrained(str(folder))
+    out = export(
+        ExportConfig(
+            output=tmp_path / "export", model=folder, resolution=ResolutionRange(128, 128, 128)
+        )
+    )
+    manifest = read_manifest(out)
+    assert manifest.source["type"] == "diffusers"
+    assert manifest.source["random_weights"] is False
+    assert manifest.scheduler.name == "ddim"
+    assert manifest.scheduler.note is not None and "PNDMScheduler" in manifest.scheduler.note
+    assert manifest.pipeline.resolution.multiple == 16

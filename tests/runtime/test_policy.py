@@ -1,0 +1,181 @@
+"""The sampling loop driven by the step policy: which graph runs, what each step is fed, which
+tensors it carries to the next, how guidance combines — on recording runners."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from difforge.artifact.manifest import (
+    ComponentEntry,
+    Manifest,
+    PipelineSection,
+    Resolution,
+    SchedulerSection,
+    Stage,
+    TensorSpec,
+)
+from difforge.artifact.step_plan import StepPlan
+from difforge.errors import DifforgeError
+from difforge.runtime import GenerateRequest, Pipeline
+from difforge.runtime.guidance import ndcfg
+from difforge.runtime.runners.base import Runner
+
+FLOW = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000}
+LATENT = ["batch", 1, "height", "width"]
+
+
+def _entry(key: str, inputs: list[str] = (), outputs: list[str] = ()) -> ComponentEntry:  # type: ignore[assignment]
+    return ComponentEntry(
+        role="denoiser",
+        file=f"{key}.onnx",
+        inputs=[
+            TensorSpec("sample", "float32", LATENT),
+            TensorSpec("timestep", "float32", ["batch"]),
+            TensorSpec("class_labels", "int64", ["batch"]),
+            *(TensorSpec(n, "int64" if n == "shift" else "float32", [1] if n == "shift" else LATENT)
+              for n in inputs),
+        ],
+        outputs=[TensorSpec("noise_pred", "float32", LATENT)]
+        + [TensorSpec(n, "float32", LATENT) for n in outputs],
+        axes={"batch": [1, 1, 4], "height": [8, 8, 8], "width": [8, 8, 8]},
+        tolerance=1e-4,
+    )
+
+
+def _manifest(plan: StepPlan, entries: dict[str, ComponentEntry]) -> Manifest:
+    return Manifest(
+        stage=Stage.BUILT,
+        versions={},
+        source={"type": "test"},
+        pipeline=PipelineSection(
+            type="class-to-image",
+            latent_channels=1,
+            vae_scale_factor=1,
+            scaling_factor=1.0,
+            resolution=Resolution(8, 8, 8, 8),
+            default_guidance=1.0,
+            num_classes=10,
+            null_class=10,
+            pixel_space=True,
+        ),
+        scheduler=SchedulerSection("flow-euler", dict(FLOW), 4),
+        components=entries,
+        step_plan=plan,
+    )
+
+
+class Recording(Runner):
+    """noise_pred = 0.1 * sample + scale (+ 0.01 * cache); "cache" out = 2 * sample."""
+
+    def __init__(self, name: str, spec: ComponentEntry, scale: float, calls: list[Any]) -> None:
+        super().__init__(name, spec)
+        self.scale = scale
+        self.calls = calls
+
+    def _activate(self) -> None:
+        return None
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = {"noise_pred": (0.1 * feeds["sample"] + self.scale).astype(np.float32)}
+        if "cache" in feeds:
+            out["noise_pred"] = out["noise_pred"] + 0.01 * feeds["cache"]
+        if any(t.name == "cache" for t in self.spec.outputs):
+            out["cache"] = (2 * feeds["sample"]).astype(np.float32)
+        self.calls.append((self.name, {k: v.copy() for k, v in feeds.items()}, out))
+        return out
+
+
+def _pipeline(tmp_path: Path, plan: StepPlan, entries: dict[str, ComponentEntry]) -> Any:
+    calls: list[Any] = []
+    manifest = _manifest(plan, entries)
+    runners = {k: Recording(k, e, 1.0 + i, calls) for i, (k, e) in enumerate(entries.items())}
+    return Pipeline(tmp_path, manifest, runners), calls
+
+
+def test_carried_tensors_reach_the_next_step(tmp_path: Path) -> None:
+    plan = StepPlan.from_dict({
+        "variants": {"full": "denoiser", "shallow": "denoiser@shallow"},
+        "rules": [
+            {"variant": "shallow", "from": 0.25, "to": 0.5},
+            {"variant": "shallow", "from": 0.75, "to": 1.0},
+        ],
+        "carry": {"cache": "cache"},
+    })
+    entries = {
+        "denoiser": _entry("denoiser", outputs=["cache"]),
+        "denoiser@shallow": _entry("shallow", inputs=["cache"]),
+    }
+    pipe, calls = _pipeline(tmp_path, plan, entries)
+    result = pipe(GenerateRequest(class_label=3, steps=4, seed=1))
+    assert result.request["schedule"] == ["full", "shallow", "full", "shallow"]
+    assert [c[0] for c in calls] == ["denoiser", "denoiser@shallow"] * 2
+    for (_, full_feeds, full_out), (_, shallow_feeds, _) in zip(
+        calls[::2], calls[1::2], strict=True
+    ):
+        assert "cache" not in full_feeds
+        np.testing.assert_array_equal(shallow_feeds["cache"], full_out["cache"])
+        assert not np.array_equal(shallow_feeds["sample"], full_feeds["sample"])
+
+
+def test_a_carried_input_with_nothing_carried_is_refused(tmp_path: Path) -> None:
+    plan = StepPlan.from_dict({
+        "variants": {"full": "denoiser", "shallow": "denoiser@shallow"},
+        "rules": [{"variant": "shallow", "from": 0.0, "to": 0.5}],
+        "carry": {"cache": "cache"},
+    })
+    entries = {
+        "denoiser": _entry("denoiser", outputs=["cache"]),
+        "denoiser@shallow": _entry("shallow", inputs=["cache"]),
+    }
+    pipe, _ = _pipeline(tmp_path, plan, entries)
+    with pytest.raises(DifforgeError, match="no earlier step produced it"):
+        pipe(GenerateRequest(class_label=3, steps=4))
+
+
+def test_per_step_tables_follow_the_request_seed(tmp_path: Path) -> None:
+    plan = StepPlan.from_dict({
+        "variants": {"base": "denoiser"},
+        "inputs": {"shift": {"table": "categorical", "params": {"thresholds": [0.25, 0.5, 0.75]},
+                             "seed": "run", "dtype": "int64", "shape": [1]}},
+    })
+    pipe, calls = _pipeline(tmp_path, plan, {"denoiser": _entry("denoiser", inputs=["shift"])})
+    for seed in (0, 5):
+        calls.clear()
+        pipe(GenerateRequest(class_label=1, steps=12, seed=seed))
+        fed = [int(c[1]["shift"][0]) for c in calls]
+        assert fed == plan.tables(12, seed)["shift"]
+    assert plan.tables(12, 0) != plan.tables(12, 5)
+
+
+def test_noise_damped_guidance_takes_the_unconditional_half(tmp_path: Path) -> None:
+    """Class models batch [class, null]: the weak pass must see the null half."""
+    plan = StepPlan.from_dict({
+        "variants": {"base": "denoiser", "strong": "denoiser@strong", "weak": "denoiser@weak"},
+        "rules": [{"variant": "strong", "from": 0.0, "to": 0.5}],
+        "guidance": {"mode": "ndcfg", "strong": "step_rules", "weak": "weak", "from": 0.0,
+                     "to": 0.5},
+    })
+    entries = {k: _entry(k) for k in ("denoiser", "denoiser@strong", "denoiser@weak")}
+    pipe, calls = _pipeline(tmp_path, plan, entries)
+    request = GenerateRequest(class_label=3, steps=4, guidance_scale=2.0)
+    pipe(request)
+    assert [c[0] for c in calls] == [
+        "denoiser@strong", "denoiser@weak", "denoiser@strong", "denoiser@weak",
+        "denoiser", "denoiser",
+    ]
+    strong, weak = calls[0], calls[1]
+    assert strong[1]["class_labels"].tolist() == [3, 10]
+    assert weak[1]["class_labels"].tolist() == [10]  # the null class: the unconditional pass
+    np.testing.assert_array_equal(weak[1]["sample"], strong[1]["sample"][1:])
+    cond, uncond = np.split(strong[2]["noise_pred"], 2)
+    eps = ndcfg(weak[2]["noise_pred"], uncond, cond, 2.0)
+    # the sampler stepped with that combination: step 1 starts from x0 + dt * eps
+    sched = pipe.resolve(request).sampler(pipe.manifest)
+    x0 = strong[1]["sample"][:1]
+    x1 = sched.step(eps.astype(np.float32), 0, x0)
+    np.testing.assert_allclose(calls[2][1]["sample"][:1], x1, rtol=0, atol=1e-6)
+    assert not np.allclose(x1, sched.step(cond, 0, x0))  # not plain conditional

@@ -1,0 +1,90 @@
+"""A diffusers folder's scheduler: its own sampler, a sound substitute said aloud, the one the
+user names, or a one-line refusal (an LCM sampled with DDIM gives wrong images)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from difforge.errors import DifforgeError
+from difforge.sources import load_source
+
+
+@pytest.fixture(scope="module")
+def sd_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from difforge.sources.presets import tiny_sd
+    from tests.reference_pipelines import sd_pipeline
+
+    folder = tmp_path_factory.mktemp("sd") / "folder"
+    sd_pipeline(tiny_sd(1)).save_pretrained(str(folder))
+    return folder
+
+
+def _with_scheduler(folder: Path, cls: str) -> Path:
+    path = folder / "scheduler" / "scheduler_config.json"
+    config = json.loads(path.read_text())
+    config["_class_name"] = cls
+    path.write_text(json.dumps(config))
+    return folder
+
+
+def test_own_scheduler_needs_no_note(sd_folder: Path) -> None:
+    source = load_source(model=_with_scheduler(sd_folder, "DDIMScheduler"))
+    assert (source.scheduler_name, source.scheduler_note) == ("ddim", None)
+
+
+def test_pndm_is_sampled_with_ddim_and_says_so(sd_folder: Path) -> None:
+    source = load_source(model=_with_scheduler(sd_folder, "PNDMScheduler"))
+    assert source.scheduler_name == "ddim"
+    assert source.scheduler_config["_class_name"] == "DDIMScheduler"
+    assert source.scheduler_note is not None and "PNDMScheduler sampled with ddim" in (
+        source.scheduler_note
+    )
+
+
+@pytest.mark.parametrize("cls", ["LCMScheduler", "TCDScheduler", "UniPCMultistepScheduler"])
+def test_unimplemented_schedulers_are_refused(sd_folder: Path, cls: str) -> None:
+    folder = _with_scheduler(sd_folder, cls)
+    with pytest.raises(DifforgeError) as err:
+        load_source(model=folder)
+    text = str(err.value)
+    assert f"scheduler {cls} is not one the runtime implements" in text
+    assert "DDIMScheduler" in text and "--scheduler" in text and "\n" not in text
+    if cls in ("LCMScheduler", "TCDScheduler"):
+        assert "consistency-distilled" in text
+
+
+def test_a_named_sampler_is_used_and_recorded(sd_folder: Path) -> None:
+    folder = _with_scheduler(sd_folder, "UniPCMultistepScheduler")
+    source = load_source(model=folder, scheduler="euler")
+    assert source.scheduler_name == "euler"
+    assert source.scheduler_note == (
+        "UniPCMultistepScheduler sampled with euler, as asked (--scheduler)"
+    )
+    with pytest.raises(DifforgeError, match="does not fit UniPCMultistepScheduler"):
+        load_source(model=sd_folder, scheduler="flow-euler")
+    with pytest.raises(DifforgeError, match="unknown scheduler 'dpm'"):
+        load_source(model=sd_folder, scheduler="dpm")
+
+
+def test_presets_take_a_named_sampler() -> None:
+    source = load_source(preset="tiny-sd", scheduler="euler-ancestral")
+    assert source.scheduler_name == "euler-ancestral"
+    assert source.scheduler_note and "as asked" in source.scheduler_note
+    assert load_source(preset="tiny-sd", scheduler="ddim").scheduler_note is None
+
+
+def test_cli_refusal_is_one_line(sd_folder: Path, tmp_path: Path) -> None:
+    folder = _with_scheduler(sd_folder, "LCMScheduler")
+    done = subprocess.run(
+        [sys.executable, "-m", "difforge", "export", "-q", "--model", str(folder), "-o",
+         str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "LCMScheduler" in done.stderr
+    assert not (tmp_path / "out").exists()
