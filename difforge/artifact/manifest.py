@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from difforge.artifact.fields import Fields, check_int
-from difforge.artifact.files import FileRecord, hash_folder, read_file_records, verify_files
+from difforge.artifact.files import (
+    FileRecord,
+    check_relative,
+    hash_folder,
+    read_file_records,
+    verify_files,
+)
 from difforge.artifact.step_plan import StepPlan
 from difforge.errors import DifforgeError
 
@@ -92,6 +98,8 @@ class EngineRecord:
         files = f.items("files")
         if not all(isinstance(p, str) for p in files):
             raise f.fail("files", "expected file names")
+        for i, rel in enumerate(files):
+            check_relative(rel, f"{f.where('files')}[{i}]")
         return cls(
             backend=f.text("backend"),
             files=files,
@@ -138,7 +146,7 @@ class ComponentEntry:
         engine = f.obj("engine", None)
         return cls(
             role=f.text("role"),
-            file=f.text("file"),
+            file=check_relative(f.text("file"), f.where("file")),
             inputs=[TensorSpec.read(t) for t in f.objects("inputs")],
             outputs=[TensorSpec.read(t) for t in f.objects("outputs")],
             axes=axes,
@@ -249,8 +257,8 @@ class TokenizerSection:
     def read(cls, f: Fields) -> TokenizerSection:
         return cls(
             type=f.text("type", choices=("clip-bpe",)),
-            vocab=f.text("vocab"),
-            merges=f.text("merges"),
+            vocab=check_relative(f.text("vocab"), f.where("vocab")),
+            merges=check_relative(f.text("merges"), f.where("merges")),
             max_length=f.integer("max_length", 77, minimum=3),
         )
 
@@ -275,8 +283,6 @@ class Manifest:
         return self.step_plan if self.step_plan is not None else StepPlan()
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         data: dict[str, Any] = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from difforge.artifact.manifest import ComponentEntry, EngineRecord, Manifest
+from difforge.artifact.manifest import FORMAT_VERSION, ComponentEntry, EngineRecord, Manifest
 from difforge.artifact.step_plan import STEP_VARIANT, NoiseDampedGuidance, StepPlan
 
 
@@ -25,7 +25,9 @@ def describe(m: Manifest) -> str:
     lines: list[str] = []
     src = m.source
     name = src.get("name") or src.get("path", "?")
-    lines.append(f"difforge artifact ({m.stage.value}), format 2, created {m.created}")
+    lines.append(
+        f"difforge artifact ({m.stage.value}), format {FORMAT_VERSION}, created {m.created}"
+    )
     lines.append(f"source: {src.get('type', '?')} {name}")
     if src.get("random_weights"):
         lines.append(f"  WEIGHTS ARE RANDOM: {src.get('weights', '')}")

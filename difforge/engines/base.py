@@ -22,6 +22,7 @@ from difforge.artifact.manifest import (
     ComponentEntry,
     EngineRecord,
     Manifest,
+    PassRecord,
     Stage,
     read_manifest,
     write_manifest,
@@ -42,7 +43,7 @@ class ComponentBuild:
     """One component's build, as the backend did it (the base records the rest)."""
 
     settings: dict[str, Any] = field(default_factory=dict)
-    passes: list[Any] = field(default_factory=list)
+    passes: list[PassRecord] = field(default_factory=list)
     check: dict[str, float] | None = None
 
 

@@ -98,6 +98,14 @@ def test_export_folder_has_no_engine(tiny_sd_export: Path) -> None:
             r"'../outside.txt' is not a path inside the artifact",
         ),
         (
+            lambda d: d["components"]["denoiser"].update(file="/etc/passwd"),
+            r"components.denoiser.file: '/etc/passwd' is not a path inside the artifact",
+        ),
+        (
+            lambda d: d["tokenizer"].update(vocab="../../vocab.json"),
+            r"tokenizer.vocab: '../../vocab.json' is not a path inside the artifact",
+        ),
+        (
             lambda d: d.update(step_plan={"variants": {"base": "denoiser"}, "rules": [
                 {"variant": "ghost", "from": 0.0, "to": 0.5}]}),
             "step_plan names unknown variant 'ghost'",
