@@ -40,11 +40,15 @@ CUSTOM_OP_CHOICES = ("plugin", "inline")
 
 @dataclass
 class ComponentBuild:
-    """One component's build, as the backend did it (the base records the rest)."""
+    """One component's build, as the backend did it (the base records the rest; a backend
+    whose engines are not ONNX graphs also says which files they are and which custom ops they
+    hold as plugin nodes)."""
 
     settings: dict[str, Any] = field(default_factory=dict)
     passes: list[PassRecord] = field(default_factory=list)
     check: dict[str, float] | None = None
+    files: list[str] = field(default_factory=list)
+    plugin_ops: list[str] = field(default_factory=list)
 
 
 class EngineBuilder(ABC):
@@ -83,7 +87,7 @@ class EngineBuilder(ABC):
     def build(self) -> Path:
         config = self.config
         manifest = read_manifest(config.source, verify=True)
-        if manifest.stage is not Stage.EXPORTED:
+        if manifest.stage is Stage.BUILT:
             raise DifforgeError(
                 f"{config.source} is already a built artifact; build from an export folder"
             )
@@ -110,10 +114,14 @@ class EngineBuilder(ABC):
         self, entry: ComponentEntry, done: ComponentBuild, source: Path, staging: Path
     ) -> EngineRecord:
         exported = custom_ops_in(source / entry.file)
-        kept = custom_ops_in(staging / entry.file)
+        if self.writes_onnx:
+            files = graph_files(staging / entry.file, staging)
+            kept = custom_ops_in(staging / entry.file)
+        else:
+            files, kept = list(done.files), list(done.plugin_ops)
         return EngineRecord(
             backend=self.backend,
-            files=graph_files(staging / entry.file, staging),
+            files=files,
             settings=done.settings,
             custom_ops={op: "plugin" if op in kept else "inlined" for op in exported},
             passes=list(done.passes),
