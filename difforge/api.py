@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from difforge._progress import Reporter, SilentReporter
 from difforge.artifact.manifest import Manifest, read_manifest
-from difforge.artifact.staging import check_target
+from difforge.artifact.staging import check_target, scratch_folder
 from difforge.config import BuildConfig, CompileConfig, ExportConfig
 
 if TYPE_CHECKING:
@@ -52,7 +51,7 @@ def compile(config: CompileConfig, reporter: Reporter | None = None) -> Path:
     _builder(build_config, rep).check_config()  # bad build settings fail before the export
     check_target(target, config.export.force)
     target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.export-", dir=target.parent))
+    scratch = scratch_folder(target, "export")
     try:
         exported = export(replace(config.export, output=scratch / "export", force=False), rep)
         return build(replace(build_config, source=exported), rep)

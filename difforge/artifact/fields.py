@@ -55,17 +55,32 @@ class Fields:
             raise self.fail(key, f"{value!r} is not one of {', '.join(choices)}")
         return value
 
-    def integer(self, key: str, default: Any = ..., minimum: int | None = None) -> Any:
+    def integer(
+        self,
+        key: str,
+        default: Any = ...,
+        minimum: int | None = None,
+        maximum: int | None = None,
+    ) -> Any:
         value = self.raw(key, default)
         if value is default and default is not ...:
             return value
-        return check_int(value, self.where(key), minimum)
+        return check_int(value, self.where(key), minimum, maximum)
 
-    def number(self, key: str, default: Any = ...) -> Any:
+    def number(
+        self,
+        key: str,
+        default: Any = ...,
+        minimum: float | None = None,
+        maximum: float | None = None,
+    ) -> Any:
         value = self.raw(key, default)
         if value is default and default is not ...:
             return value
-        return check_float(value, self.where(key))
+        number = check_float(value, self.where(key))
+        if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+            raise self.fail(key, f"{number} is outside [{minimum}, {maximum}]")
+        return number
 
     def flag(self, key: str, default: bool = False) -> bool:
         value = self.raw(key, default)
@@ -107,12 +122,30 @@ class Fields:
         return {str(k): Fields(v, f"{self.where(key)}.{k}") for k, v in table.items()}
 
 
-def check_int(value: Any, where: str, minimum: int | None = None) -> int:
+def check_int(
+    value: Any, where: str, minimum: int | None = None, maximum: int | None = None
+) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise DifforgeError(f"manifest.json: {where}: expected an integer, got {_kind(value)}")
     if minimum is not None and value < minimum:
         raise DifforgeError(f"manifest.json: {where}: {value} is below {minimum}")
+    if maximum is not None and value > maximum:
+        raise DifforgeError(f"manifest.json: {where}: {value} is above {maximum}")
     return value
+
+
+def depth(value: Any) -> int:
+    """How deeply ``value`` nests lists and objects (iteratively: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            deepest = max(deepest, level)
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            deepest = max(deepest, level)
+            stack.extend((v, level + 1) for v in item)
+    return deepest
 
 
 def check_float(value: Any, where: str) -> float:

@@ -15,9 +15,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from difforge.artifact.fields import Fields, check_int
+from difforge.artifact.fields import Fields, check_int, depth
 from difforge.artifact.files import (
     FileRecord,
+    check_paths,
     check_relative,
     hash_folder,
     read_file_records,
@@ -32,6 +33,12 @@ FORMAT_VERSION = 2
 
 PIPELINE_TYPES = ("text-to-image", "class-to-image", "flux")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-weights")
+#: Sanity bounds on what a manifest may say (far above any real model, far below what would
+#: exhaust memory or overflow before a real check could refuse it).
+MAX_AXIS = 1 << 16
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_DEPTH = 32
+
 #: The ONNX domain of difforge's custom ops (``difforge::LocalAttention2D``, ...).
 CUSTOM_OP_DOMAIN = "difforge"
 #: How a built component holds a difforge custom op: the op's node for a plugin to run, or
@@ -58,7 +65,7 @@ class TensorSpec:
         shape = f.items("shape")
         for i, dim in enumerate(shape):
             if not isinstance(dim, str):
-                check_int(dim, f"{f.where('shape')}[{i}]", minimum=0)
+                check_int(dim, f"{f.where('shape')}[{i}]", minimum=0, maximum=MAX_AXIS)
         return cls(name=f.text("name"), dtype=f.text("dtype"), shape=shape)
 
 
@@ -135,12 +142,12 @@ class ComponentEntry:
             where = f"{f.where('axes')}.{name}"
             if not isinstance(value, list) or len(value) != 3:
                 raise DifforgeError(f"manifest.json: {where}: expected [min, opt, max]")
-            lo, opt, hi = (check_int(v, where, minimum=1) for v in value)
+            lo, opt, hi = (check_int(v, where, minimum=1, maximum=MAX_AXIS) for v in value)
             if not lo <= opt <= hi:
                 raise DifforgeError(f"manifest.json: {where}: needs min <= opt <= max")
             axes[name] = [lo, opt, hi]
         multiples = {
-            k: check_int(v, f"{f.where('multiples')}.{k}", minimum=1)
+            k: check_int(v, f"{f.where('multiples')}.{k}", minimum=1, maximum=MAX_AXIS)
             for k, v in f.table("multiples", {}).items()
         }
         engine = f.obj("engine", None)
@@ -150,7 +157,7 @@ class ComponentEntry:
             inputs=[TensorSpec.read(t) for t in f.objects("inputs")],
             outputs=[TensorSpec.read(t) for t in f.objects("outputs")],
             axes=axes,
-            tolerance=f.number("tolerance"),
+            tolerance=f.number("tolerance", minimum=0.0, maximum=1.0),
             multiples=multiples,
             verification=f.items("verification", []),
             precision=f.text("precision", "fp32", choices=PRECISIONS),
@@ -181,7 +188,8 @@ class Resolution:
 
     @classmethod
     def read(cls, f: Fields) -> Resolution:
-        res = cls(*(f.integer(k, minimum=1) for k in ("min", "default", "max", "multiple")))
+        keys = ("min", "default", "max", "multiple")
+        res = cls(*(f.integer(k, minimum=1, maximum=MAX_AXIS) for k in keys))
         if not res.min <= res.default <= res.max:
             raise f.fail("default", "needs min <= default <= max")
         return res
@@ -212,15 +220,17 @@ class PipelineSection:
     def read(cls, f: Fields) -> PipelineSection:
         kind = f.text("type", choices=PIPELINE_TYPES)
         classes = kind == "class-to-image"
+        num_classes = f.integer("num_classes", minimum=1, maximum=MAX_AXIS) if classes else 0
+        null_class = f.integer("null_class", minimum=0, maximum=num_classes) if classes else 0
         return cls(
             type=kind,
-            latent_channels=f.integer("latent_channels", minimum=1),
-            vae_scale_factor=f.integer("vae_scale_factor", minimum=1),
-            scaling_factor=f.number("scaling_factor"),
+            latent_channels=f.integer("latent_channels", minimum=1, maximum=4096),
+            vae_scale_factor=f.integer("vae_scale_factor", minimum=1, maximum=64),
+            scaling_factor=f.number("scaling_factor", minimum=1e-6, maximum=1e6),
             resolution=Resolution.read(f.obj("resolution")),
-            default_guidance=f.number("default_guidance"),
-            num_classes=f.integer("num_classes", minimum=1) if classes else 0,
-            null_class=f.integer("null_class", minimum=0) if classes else 0,
+            default_guidance=f.number("default_guidance", minimum=0.0, maximum=1000.0),
+            num_classes=num_classes,
+            null_class=null_class,
             pixel_space=f.flag("pixel_space"),
             guidance_input=f.flag("guidance_input"),
         )
@@ -241,7 +251,7 @@ class SchedulerSection:
         return cls(
             name=f.text("name"),
             config=f.table("config"),
-            default_steps=f.integer("default_steps", minimum=1),
+            default_steps=f.integer("default_steps", minimum=1, maximum=10_000),
             note=f.text("note", None),
         )
 
@@ -259,7 +269,7 @@ class TokenizerSection:
             type=f.text("type", choices=("clip-bpe",)),
             vocab=check_relative(f.text("vocab"), f.where("vocab")),
             merges=check_relative(f.text("merges"), f.where("merges")),
-            max_length=f.integer("max_length", 77, minimum=3),
+            max_length=f.integer("max_length", 77, minimum=3, maximum=4096),
         )
 
 
@@ -276,6 +286,14 @@ class Manifest:
     step_plan: StepPlan | None = None
     files: dict[str, FileRecord] = field(default_factory=dict)
     created: str = ""
+
+    def referenced_files(self) -> list[str]:
+        """Every file the manifest's sections name (graphs, engine files, tokenizer)."""
+        out = [c.file for c in self.components.values()]
+        out += [f for c in self.components.values() if c.engine for f in c.engine.files]
+        if self.tokenizer is not None:
+            out += [self.tokenizer.vocab, self.tokenizer.merges]
+        return list(dict.fromkeys(out))
 
     @property
     def plan(self) -> StepPlan:
@@ -343,21 +361,31 @@ def write_manifest(root: Path, manifest: Manifest) -> None:
 
 
 def read_manifest(root: Path, verify: bool = True) -> Manifest:
-    """Load and check an artifact's manifest; with ``verify``, every file's hash too."""
+    """Load and check an artifact's manifest: its size and nesting bounded, every field typed
+    and in range, every path it names listed and inside the folder; with ``verify``, every
+    listed file's size and sha256 too. ``info``, ``build`` and the runtime all read through
+    this one check."""
     if not root.exists():
         raise DifforgeError(f"artifact not found: {root}")
     if not root.is_dir():
         raise DifforgeError(f"artifact must be a folder: {root}")
     path = root / MANIFEST_NAME
-    if not path.is_file():
+    if path.is_symlink() or not path.is_file():
         raise DifforgeError(f"{root} is not a difforge artifact (no {MANIFEST_NAME})")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise DifforgeError(f"{path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:
+    except RecursionError:
+        raise DifforgeError(f"{path} nests deeper than {MAX_DEPTH} levels") from None
+    except (OSError, ValueError) as exc:
         raise DifforgeError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise DifforgeError(f"{path} does not hold a JSON object")
+    if depth(data) > MAX_DEPTH:
+        raise DifforgeError(f"{path} nests deeper than {MAX_DEPTH} levels")
     manifest = Manifest.from_dict(data)
+    check_paths(root, manifest.referenced_files(), manifest.files)
     if verify:
-        verify_files(root, manifest.files, [c.file for c in manifest.components.values()])
+        verify_files(root, manifest.files)
     return manifest

@@ -1,10 +1,16 @@
-"""Artifact folders appear whole or not at all: built in a hidden sibling, then renamed."""
+"""Artifact folders appear whole or not at all: built in a hidden sibling, then renamed.
+
+The hidden siblings are named ``.NAME.KIND-PID-XXXX`` (KIND: partial, export, old), so a later
+run for the same target removes those a killed process (SIGKILL, a power cut) left behind, and
+never one a running process still writes.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -12,11 +18,46 @@ from pathlib import Path
 
 from difforge.errors import DifforgeError
 
-PARTIAL = ".partial-"
+KINDS = ("partial", "export", "old")
+
+
+def scratch_folder(target: Path, kind: str) -> Path:
+    """A new hidden folder beside ``target`` for this process's work of ``kind``."""
+    prefix = f".{target.name}.{kind}-{os.getpid()}-"
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale(target: Path) -> list[Path]:
+    """Remove the hidden folders of ``target`` whose process is gone; returns them."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(?:{'|'.join(KINDS)})-(\d+)-")
+    removed: list[Path] = []
+    parent = target.parent
+    if not parent.is_dir():
+        return removed
+    for sibling in parent.iterdir():
+        match = pattern.match(sibling.name)
+        if match and sibling.is_dir() and not sibling.is_symlink():
+            pid = int(match.group(1))
+            if pid != os.getpid() and not _alive(pid):
+                shutil.rmtree(sibling, ignore_errors=True)
+                removed.append(sibling)
+    return removed
 
 
 def check_target(target: Path, force: bool) -> None:
-    """Refuse before any work: an existing target without ``force``, an unwritable folder."""
+    """Refuse before any work: an existing target without ``force``, an unwritable folder.
+    Hidden folders a killed earlier run for the same target left behind are removed."""
+    remove_stale(target)
     if target.exists() and not force:
         raise DifforgeError(f"{target} already exists (use --force to replace it)")
     if target.exists() and not target.is_dir():
@@ -58,7 +99,7 @@ def staged_folder(target: Path, force: bool = False) -> Iterator[Path]:
     check_target(target, force)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{PARTIAL}", dir=target.parent))
+        staging = scratch_folder(target, "partial")
     except OSError as exc:
         raise DifforgeError(f"cannot write {target}: {exc.strerror or exc}") from None
     # mkdtemp makes the folder private; the artifact should get the usual permissions.
@@ -68,7 +109,7 @@ def staged_folder(target: Path, force: bool = False) -> Iterator[Path]:
     try:
         yield staging
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            old = scratch_folder(target, "old")
             os.replace(target, old / target.name)
             os.replace(staging, target)
             shutil.rmtree(old, ignore_errors=True)

@@ -41,7 +41,11 @@ class StepRule:
 
     @classmethod
     def read(cls, f: Fields) -> StepRule:
-        rule = cls(f.text("variant"), f.number("from", 0.0), f.number("to"))
+        rule = cls(
+            f.text("variant"),
+            f.number("from", 0.0, minimum=0.0, maximum=1.0),
+            f.number("to", minimum=0.0, maximum=1.0),
+        )
         if not 0.0 <= rule.start <= rule.end:
             raise f.fail("to", f"needs 0 <= from <= to, got [{rule.start}, {rule.end})")
         return rule
@@ -76,7 +80,7 @@ class StepInput:
     def read(cls, name: str, f: Fields) -> StepInput:
         seed = f.raw("seed", RUN_SEED)
         if seed != RUN_SEED:
-            f.integer("seed", minimum=0)
+            f.integer("seed", minimum=0, maximum=(1 << 63) - 1)
         shape = tuple(f.items("shape", [1]))
         if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape):
             raise f.fail("shape", "expected positive integers")
@@ -123,8 +127,8 @@ class NoiseDampedGuidance:
             strong=f.text("strong"),
             weak=f.text("weak"),
             weak_rules=tuple(StepRule.read(r) for r in f.objects("weak_rules")),
-            start=f.number("from", 0.0),
-            end=f.number("to"),
+            start=f.number("from", 0.0, minimum=0.0, maximum=1.0),
+            end=f.number("to", minimum=0.0, maximum=1.0),
         )
 
 

@@ -5,8 +5,10 @@ One module per command group: ``compile`` (export, build, compile), ``run``, ``e
 so ``difforge --help`` and ``difforge run`` stay light.
 
 User errors (:class:`DifforgeError`) print one line and exit 2; ``--debug`` shows their
-traceback. Anything else is a bug and keeps its traceback. SIGTERM is turned into an
-exception so that a killed build removes its staging folder like an interrupted one.
+traceback; click's usage errors are one line too. Anything else is a bug and keeps its
+traceback. SIGTERM is turned into an exception so that a killed build removes its staging
+folder like an interrupted one. SIGINT (Ctrl-C) does the same, unless difforge was started
+with SIGINT ignored (a background job, ``nohup``): then it stays ignored, as its parent asked.
 """
 
 from __future__ import annotations
@@ -67,5 +69,21 @@ for _command in (export, build, compile_, run, evaluate, info, profile_command, 
     cli.add_command(_command)
 
 
+_NO_ARGS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def main() -> None:
-    cli(prog_name="difforge")
+    """The console entry point: click's own usage errors (an unknown option, a value of the
+    wrong type) are one line and exit 2, like every other user error."""
+    try:
+        cli.main(prog_name="difforge", standalone_mode=False)
+    except click.exceptions.Exit as done:  # --help, --version
+        sys.exit(done.exit_code)
+    except _NO_ARGS_HELP as exc:  # plain `difforge`: the help (click >= 8.2 raises it)
+        click.echo(exc.format_message())
+        sys.exit(0)
+    except click.ClickException as exc:
+        fail(" ".join(exc.format_message().split()))
+    except click.Abort:
+        click.echo("difforge: interrupted", err=True)
+        sys.exit(130)

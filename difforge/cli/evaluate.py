@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from difforge.cli._common import reporter
+from difforge.errors import DifforgeError
 
 
 @click.command(name="eval")
@@ -46,7 +47,12 @@ def evaluate(
 ) -> None:
     """Compare an artifact's images with its PyTorch source (same seeds): PSNR and SSIM;
     plus class accuracy and FD for the digits reference models."""
+    import math
+
     from difforge._deps import TORCH_SOURCE, require
+
+    if min_psnr is not None and not math.isfinite(min_psnr):
+        raise DifforgeError(f"--min-psnr must be a finite number of dB, got {min_psnr}")
 
     require(TORCH_SOURCE)
     from difforge import api

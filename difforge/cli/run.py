@@ -78,11 +78,13 @@ def run(
         "height": height,
         "width": width,
     }
+    if classes is not None and (class_label is not None or prompt or negative_prompt):
+        raise DifforgeError("--classes takes no --class-label, --prompt or --negative-prompt")
+    labels = parse_classes(classes) if classes is not None else []
     pipe = load(artifact, threads=threads)
     if classes is not None:
-        if class_label is not None or prompt or negative_prompt:
-            raise DifforgeError("--classes takes no --class-label, --prompt or --negative-prompt")
-        labels = parse_classes(classes)
+        for note in pipe.notes:
+            click.echo(f"note: {note}", err=True)
         images, timings = run_classes(pipe, labels, seed, **settings)
         image = grid(images, columns=min(10, len(labels)), gap=2, fill=255)
         save_image(image, out)
@@ -99,7 +101,7 @@ def run(
         **settings,
     )
     resolved = pipe.resolve(request)
-    for note in pipe.prompt_notes(request):
+    for note in pipe.notes + pipe.prompt_notes(request):
         click.echo(f"note: {note}", err=True)
     if not quiet and not as_json:
         with click.progressbar(
@@ -127,27 +129,29 @@ def run(
         click.echo(format_timings(result.timings, len(result.step_seconds)))
 
 
+#: images one ``--classes`` grid may hold (checked before the ranges are expanded)
+MAX_GRID = 1000
+
+
 def parse_classes(text: str) -> list[int]:
-    """'0-9,3' -> [0, 1, ..., 9, 3]."""
-    labels: list[int] = []
+    """'0-9,3' -> [0, 1, ..., 9, 3]; at most :data:`MAX_GRID` labels."""
+    spans: list[range] = []
     for part in text.split(","):
         part = part.strip()
         lo, sep, hi = part.partition("-")
         try:
-            if sep:
-                first, last = int(lo), int(hi)
-                if first > last:
-                    raise ValueError
-                labels.extend(range(first, last + 1))
-            else:
-                labels.append(int(part))
+            first, last = (int(lo), int(hi)) if sep else (int(part), int(part))
         except ValueError:
+            first, last = 1, 0
+        if first < 0 or first > last:
             raise DifforgeError(
-                f"--classes takes numbers and ranges like '0-9' or '3,1,4', got {text!r}"
-            ) from None
-    if not labels:
-        raise DifforgeError("--classes names no class")
-    return labels
+                f"--classes takes class numbers and ranges like '0-9' or '3,1,4', got {text!r}"
+            )
+        spans.append(range(first, last + 1))
+    count = sum(len(span) for span in spans)
+    if count > MAX_GRID:
+        raise DifforgeError(f"--classes names {count} images; one grid holds at most {MAX_GRID}")
+    return [label for span in spans for label in span]
 
 
 def run_classes(

@@ -16,6 +16,8 @@ from difforge.evaluation.fidelity import psnr, ssim
 from difforge.runtime.pipeline import GenerateRequest, Pipeline
 
 DEFAULT_PROMPT = "a photo of a cat"
+MAX_IMAGES = 1000
+MAX_QUALITY_SAMPLES = 100_000
 
 
 @dataclass
@@ -185,8 +187,13 @@ def evaluate(
     from difforge.runtime import load
 
     rep = reporter or SilentReporter()
-    if images < 1:
-        raise DifforgeError(f"--images must be at least 1, got {images}")
+    if not 1 <= images <= MAX_IMAGES:
+        raise DifforgeError(f"--images must be in [1, {MAX_IMAGES}], got {images}")
+    if quality_samples is not None and not 0 <= quality_samples <= MAX_QUALITY_SAMPLES:
+        raise DifforgeError(
+            f"--quality-samples must be in [0, {MAX_QUALITY_SAMPLES}] (0 skips), "
+            f"got {quality_samples}"
+        )
     root = Path(artifact)
     with rep.task(f"load engine {root}"):
         engine = load(root, threads=threads)

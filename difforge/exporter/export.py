@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,22 +25,27 @@ from difforge.config import ExportConfig
 from difforge.errors import DifforgeError
 from difforge.exporter.components import Component
 from difforge.exporter.onnx_export import export_component
-from difforge.exporter.prepare import PreparedModel, create_patches, prepare_model
+from difforge.exporter.prepare import (
+    PreparedModel,
+    check_config,
+    create_patches,
+    prepare_model,
+)
 from difforge.exporter.verify import verify_component
 from difforge.sources import SourceModel
+from difforge.sources.tokenizer import write_clip_tokenizer
 from difforge.versions import library_versions
 
 
 def export(config: ExportConfig, reporter: Reporter | None = None) -> Path:
     """Export every component of a model to ONNX, verify it, and write an export folder."""
     rep = reporter or SilentReporter()
-    if config.max_batch < 1:
-        raise DifforgeError(f"--max-batch must be at least 1, got {config.max_batch}")
     newest = onnx.defs.onnx_opset_version()
     if not 1 <= config.opset <= newest:
         raise DifforgeError(
             f"--opset {config.opset} does not exist (the installed onnx knows 1 to {newest})"
         )
+    check_config(config)
     check_target(config.output, config.force)
     prepared = prepare_model(config, rep, create_patches(config.patches))
     with staged_folder(config.output, config.force) as staging:
@@ -109,9 +113,7 @@ def _export_components(
 def _copy_tokenizer(source: SourceModel, staging: Path) -> TokenizerSection | None:
     if source.tokenizer_dir is None:
         return None
-    (staging / "tokenizer").mkdir()
-    for name in ("vocab.json", "merges.txt"):
-        shutil.copyfile(source.tokenizer_dir / name, staging / "tokenizer" / name)
+    write_clip_tokenizer(source.tokenizer_dir, staging / "tokenizer")
     return TokenizerSection("clip-bpe", "tokenizer/vocab.json", "tokenizer/merges.txt", 77)
 
 

@@ -16,6 +16,12 @@ from difforge.patches.stepped import SteppedPatch
 from difforge.sources import SourceModel, load_source
 from difforge.sources.base import Resolution
 
+#: limits on what an export may be asked for, checked before any work (far above what the
+#: models difforge knows are used at; memory runs out before them on most machines, which
+#: verification then reports)
+MAX_RESOLUTION = 8192
+MAX_BATCH = 64
+
 
 def resolve_resolution(base: Resolution, wanted: ResolutionRange) -> Resolution:
     """The source's range, narrowed or widened as asked; every bound a multiple of its factor."""
@@ -71,6 +77,20 @@ class AppliedPatches:
             inputs=inputs,
             guidance=self.stepped.guidance(),
         )
+
+
+def check_config(config: ExportConfig) -> None:
+    """The export's numbers, within their documented ranges, before any model is loaded."""
+    if not 1 <= config.max_batch <= MAX_BATCH:
+        raise DifforgeError(f"--max-batch must be in [1, {MAX_BATCH}], got {config.max_batch}")
+    if not 0 <= config.seed < 1 << 63:
+        raise DifforgeError(f"--seed must be in [0, 2^63 - 1], got {config.seed}")
+    res = config.resolution
+    for value in (res.min, res.default, res.max):
+        if value is not None and value > MAX_RESOLUTION:
+            raise DifforgeError(
+                f"--resolution {value} is above the largest difforge builds for, {MAX_RESOLUTION}"
+            )
 
 
 def create_patches(requests: list[str]) -> list[Patch]:
@@ -134,8 +154,7 @@ def prepare_model(
 ) -> PreparedModel:
     """Load ``config``'s source, apply its patches (or the already created ``patches``)."""
     rep = reporter or SilentReporter()
-    if config.max_batch < 1:
-        raise DifforgeError(f"--max-batch must be at least 1, got {config.max_batch}")
+    check_config(config)
     created = patches if patches is not None else create_patches(config.patches)
     with rep.task(f"load {config.preset or config.model}"):
         source = load_source(config.preset, config.model, config.seed, config.scheduler)
@@ -143,8 +162,9 @@ def prepare_model(
     check_scheduler(source)
     if source.random_weights:
         rep.note(f"{source.name}: {source.description['weights']}")
-    if source.scheduler_note:
-        rep.note(f"note: {source.scheduler_note}")
+    for note in [*source.notes, source.scheduler_note]:
+        if note:
+            rep.note(f"note: {note}")
     applied = apply(source, created)
     for report in applied.reports:
         rep.note(f"patch {report.patch}: replaced {report.count} modules")

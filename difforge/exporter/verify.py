@@ -31,12 +31,19 @@ def verify_component(
     for which in shapes:
         sizes = spec.profile(which)
         feeds = spec.sample_inputs(sizes, seed=1)
-        with torch.no_grad():
-            ref = component.module(*(feeds[t.name] for t in spec.inputs))
+        try:
+            with torch.no_grad():
+                ref = component.module(*(feeds[t.name] for t in spec.inputs))
+        except (MemoryError, RuntimeError) as exc:
+            if not _out_of_memory(exc):
+                raise
+            raise _oom(spec.role, which, sizes, "PyTorch") from exc
         refs = ref if isinstance(ref, tuple) else (ref,)
         try:
             got = session.run(None, {k: v.numpy() for k, v in feeds.items()})
         except Exception as exc:  # onnxruntime's errors are untyped
+            if _out_of_memory(exc):
+                raise _oom(spec.role, which, sizes, "ONNX Runtime") from exc
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DifforgeError(
                 f"export check failed: {spec.role} does not run at its {which} shape {sizes} "
@@ -53,3 +60,18 @@ def verify_component(
                     f"(tolerance {spec.tolerance:.0e}; max abs {errors['max_abs']:.2e})"
                 )
     return results
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or any(
+        sign in text for sign in ("out of memory", "not enough memory", "failed to allocate",
+                                  "bad_alloc", "bad allocation")
+    )
+
+
+def _oom(role: str, which: str, sizes: dict[str, int], where: str) -> DifforgeError:
+    return DifforgeError(
+        f"verifying {role} at its {which} shape {sizes} ran out of memory in {where}; build a "
+        "smaller range (--resolution MIN:MAX, --max-batch N) or verify on a larger machine"
+    )

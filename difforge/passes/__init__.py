@@ -36,7 +36,11 @@ def register_pass(cls: P) -> P:
 
 def available_passes() -> list[str]:
     """Every pass: those registered, and the modules of this package that define one."""
-    found = {m.name for m in pkgutil.iter_modules(__path__) if m.name not in _NOT_PASSES}
+    found = {
+        m.name
+        for m in pkgutil.iter_modules(__path__)
+        if not m.name.startswith("_") and m.name not in _NOT_PASSES
+    }
     return sorted(found | set(_REGISTRY))
 
 

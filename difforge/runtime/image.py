@@ -37,6 +37,8 @@ def image_format(path: str | Path) -> str:
 
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise DifforgeError(f"cannot write {target}: it is a folder (name an image file)")
     if not parent.is_dir():
         raise DifforgeError(f"cannot write {target}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
@@ -65,9 +67,12 @@ def save_image(image: np.ndarray, path: str | Path) -> Path:
     target = Path(path)
     fmt = image_format(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         with os.fdopen(fd, "wb") as fh:
             Image.fromarray(image).save(fh, format=fmt)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; an image is not
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -54,8 +54,6 @@ def load(
         raise DifforgeError(f"artifact {root} has no {', '.join(missing)} component")
     overrides = dict(session_overrides or {})
     if threads is not None:
-        if threads < 0:
-            raise DifforgeError(f"--threads must be 0 (all cores) or more, got {threads}")
         overrides["intra_op_num_threads"] = threads
     pipeline = Pipeline(root, manifest, make_runners(root, manifest, overrides))
     if not lazy:

@@ -16,7 +16,6 @@ import numpy as np
 
 from difforge.artifact.manifest import Manifest
 from difforge.artifact.schedulers.base import Scheduler
-from difforge.errors import DifforgeError
 from difforge.runtime.conditioning import Conditioner
 from difforge.runtime.loop import Denoiser, StepCallback, sample
 from difforge.runtime.policy import StepPolicy
@@ -51,6 +50,12 @@ class Pipeline:
         return self.manifest.pipeline.text_conditioned
 
     @property
+    def notes(self) -> list[str]:
+        """What the runners adjusted that the user should know (threads lowered to the
+        machine's cores, say), each note once."""
+        return list(dict.fromkeys(n for r in self.runners.values() for n in r.notes))
+
+    @property
     def guidance_input(self) -> bool:
         """A guidance-distilled model: the scale is a denoiser input, not two passes."""
         return self.manifest.pipeline.guidance_input
@@ -83,9 +88,7 @@ class Pipeline:
         pipe = self.manifest.pipeline
         f = pipe.vae_scale_factor
         shape = (req.batch, pipe.latent_channels, req.height // f, req.width // f)
-        if req.latents is not None:
-            if tuple(req.latents.shape) != shape:
-                raise DifforgeError(f"latents have shape {req.latents.shape}, expected {shape}")
+        if req.latents is not None:  # shape and values checked by resolve
             latents = req.latents.astype(np.float32)
         else:
             latents = np.random.default_rng(req.seed).standard_normal(shape, dtype=np.float32)

@@ -12,6 +12,7 @@ from difforge.artifact.manifest import Manifest
 from difforge.artifact.schedulers import FAMILY, SCHEDULERS, create_scheduler, packed_seq_len
 from difforge.artifact.schedulers.base import Scheduler
 from difforge.errors import DifforgeError
+from difforge.runtime.request_types import checked
 
 
 @dataclass
@@ -159,6 +160,7 @@ def _guidance(manifest: Manifest, req: GenerateRequest) -> float:
 
 def resolve_request(manifest: Manifest, req: GenerateRequest) -> ResolvedRequest:
     """Fill defaults from the manifest and refuse what the artifact cannot do."""
+    req = checked(req)
     prompts, labels = _conditioning(manifest, req)
     res = manifest.pipeline.resolution
     height = req.height if req.height is not None else res.default
@@ -169,8 +171,6 @@ def resolve_request(manifest: Manifest, req: GenerateRequest) -> ResolvedRequest
     steps = req.steps if req.steps is not None else manifest.scheduler.default_steps
     if steps < 1:
         raise DifforgeError(f"--steps must be at least 1, got {steps}")
-    if req.seed < 0:  # numpy's generators take non-negative seeds only
-        raise DifforgeError(f"--seed must be 0 or more, got {req.seed}")
     guidance = _guidance(manifest, req)
     batch = int(req.latents.shape[0]) if req.latents is not None else len(prompts or labels)
     most = images_per_call(manifest, guidance)
@@ -179,6 +179,11 @@ def resolve_request(manifest: Manifest, req: GenerateRequest) -> ResolvedRequest
             f"{batch} images in one call, but this artifact takes at most {most} at "
             f"guidance {guidance:g} (split the request, or rebuild with a larger --max-batch)"
         )
+    pipe = manifest.pipeline
+    f = pipe.vae_scale_factor
+    shape = (batch, pipe.latent_channels, height // f, width // f)
+    if req.latents is not None and tuple(req.latents.shape) != shape:
+        raise DifforgeError(f"latents have shape {req.latents.shape}, expected {shape}")
     if len(prompts) == 1 and batch > 1:
         prompts = prompts * batch
     if len(labels) == 1 and batch > 1:

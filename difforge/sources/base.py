@@ -39,6 +39,8 @@ class SourceModel:
     num_classes: int = 0
     null_class: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
+    #: what the user should know about how the model was loaded
+    notes: list[str] = field(default_factory=list)
 
     @property
     def random_weights(self) -> bool:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from difforge.artifact.schedulers import choose_sampler
 from difforge.errors import DifforgeError
 from difforge.sources.base import Resolution, SourceModel
+from difforge.sources.tokenizer import check_clip_tokenizer
 
 PIPELINES = {
     "StableDiffusionPipeline": "text-to-image",
@@ -43,43 +45,57 @@ def _scheduler(folder: Path, requested: str | None) -> tuple[str, dict[str, Any]
         raise DifforgeError(f"{path}: {err}") from None
 
 
+@contextlib.contextmanager
+def _quiet_loaders() -> Iterator[None]:
+    """diffusers and transformers log what difforge says itself (a pickled weight file, in
+    particular, is reported as a note): their loggers are set to errors only while loading."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    levels = (diffusers_logging.get_verbosity(), transformers_logging.get_verbosity())
+    diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)
+    transformers_logging.set_verbosity(transformers_logging.CRITICAL)
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(levels[0])
+        transformers_logging.set_verbosity(levels[1])
+
+
 def _load(cls: Any, folder: Path, what: str) -> Any:
     if not folder.is_dir():
         raise DifforgeError(f"missing {what} folder: {folder}")
     # diffusers' models would warn that `accelerate` is missing; load them the plain way.
     extra = {"low_cpu_mem_usage": False} if cls.__module__.startswith("diffusers") else {}
     try:
-        return cls.from_pretrained(str(folder), local_files_only=True, **extra).eval()
+        with _quiet_loaders():
+            return cls.from_pretrained(str(folder), local_files_only=True, **extra).eval()
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DifforgeError(f"cannot load {what} from {folder}: {first}") from None
 
 
-def _clip_tokenizer_files(tok: Path) -> Path:
-    """A folder with CLIP's vocab.json and merges.txt, the files the runtime tokenizer reads.
-
-    transformers 5 saves only ``tokenizer.json``; the BPE vocabulary and merges inside it are
-    written out as the classic pair.
-    """
-    if (tok / "vocab.json").is_file() and (tok / "merges.txt").is_file():
-        return tok
-    if not (tok / "tokenizer.json").is_file():
-        raise DifforgeError(
-            f"{tok} holds no CLIP tokenizer (vocab.json + merges.txt or tokenizer.json)"
-        )
-    model = _read_json(tok / "tokenizer.json").get("model", {})
-    if model.get("type") != "BPE" or "vocab" not in model:
-        raise DifforgeError(f"{tok / 'tokenizer.json'} is not a BPE (CLIP) tokenizer")
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-    out = Path(tempfile.mkdtemp(prefix="difforge-tokenizer-"))
-    (out / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False), "utf-8")
-    (out / "merges.txt").write_text("\n".join(["#version: 0.2", *merges]) + "\n", "utf-8")
-    return out
+def pickled_weights(path: Path) -> list[str]:
+    """Notes for the model folders whose weights are pickles (.bin) rather than safetensors."""
+    notes = []
+    for sub in sorted(p for p in path.iterdir() if p.is_dir()):
+        if not any(sub.glob("*.safetensors")) and any(sub.glob("*.bin")):
+            notes.append(
+                f"{sub.name}: weights are a pickle (.bin), read with torch's weights-only "
+                "loader; safetensors is the safer format to ship"
+            )
+    return notes
 
 
 def load_folder(path: Path, scheduler: str | None = None) -> SourceModel:
     """The pipeline folder at ``path``; ``scheduler`` names the runtime sampler to use instead
     of the folder's own (required when the runtime does not implement the folder's)."""
+    source = _load_folder(path, scheduler)
+    source.notes.extend(pickled_weights(path))
+    return source
+
+
+def _load_folder(path: Path, scheduler: str | None) -> SourceModel:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not path.exists():
         raise DifforgeError(f"model path does not exist: {path}")
@@ -122,7 +138,7 @@ def load_folder(path: Path, scheduler: str | None = None) -> SourceModel:
 
         unet = _load(UNet2DConditionModel, path / "unet", "unet")
         text_encoder = _load(CLIPTextModel, path / "text_encoder", "text_encoder")
-        tok = _clip_tokenizer_files(path / "tokenizer")
+        tok = check_clip_tokenizer(path / "tokenizer")
         factor = scale * 2 ** (len(unet.config.block_out_channels) - 1)
         native = int(unet.config.sample_size) * scale
         return SourceModel(

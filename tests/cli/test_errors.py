@@ -150,6 +150,13 @@ def test_unwritable_output(tiny_sd_export: Path, tmp_path: Path) -> None:
         ),
         (("--classes", "0-3"), "--classes needs a class-to-image artifact"),
         (("--resolution", "256", "--height", "128"), "give it or them, not both"),
+        (("--steps", "1000000000"), "--steps 1000000000 exceeds the 1000 training timesteps"),
+        (("--guidance", "nan"), "--guidance must be a finite number, got nan"),
+        (("--guidance", "inf"), "--guidance must be a finite number, got inf"),
+        (("--threads", "100000"), "--threads 100000: this machine has"),
+        (("--threads", "-1"), "--threads must be 0 (all cores) or more"),
+        (("--steps", "abc"), "Invalid value for '--steps': 'abc' is not a valid integer"),
+        (("--no-such-option",), "No such option: --no-such-option"),
     ],
 )
 def test_bad_run_request(
@@ -168,6 +175,51 @@ def test_run_output_folder_missing(tiny_sd_artifact: Path, tmp_path: Path) -> No
     assert_user_error(done, "does not exist")
 
 
+def test_run_output_naming_a_folder(tiny_sd_artifact: Path, tmp_path: Path) -> None:
+    done = difforge("run", str(tiny_sd_artifact), "-q", "--steps", "1", "--out", str(tmp_path))
+    assert_user_error(done, "it is a folder (name an image file)")
+
+
+def test_prompt_that_is_not_utf8(tiny_sd_artifact: Path, tmp_path: Path) -> None:
+    out = tmp_path / "x.png"
+    done = subprocess.run(
+        [sys.executable.encode(), b"-m", b"difforge.cli", b"run", str(tiny_sd_artifact).encode(),
+         b"-q", b"--steps", b"1", b"--prompt", b"a \xff cat", b"--out", str(out).encode()],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert_user_error(done, "the prompt is not valid Unicode text")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--preset", "tiny-sd", "--resolution", "100000"), "--resolution 100000 is above"),
+        (("--preset", "tiny-sd", "--max-batch", "1000000000"), "--max-batch must be in [1, 64]"),
+        (("--preset", "tiny-sd", "--threads", "-1"), "--threads must be 0 (all cores) or more"),
+        (("--preset", "tiny-sd", "--custom-ops", "maybe"), "Invalid value for '--custom-ops'"),
+    ],
+)
+def test_compile_settings_refused_before_any_work(
+    tmp_path: Path, args: tuple[str, ...], needle: str
+) -> None:
+    done = difforge("compile", "-q", *args, "-o", str(tmp_path / "o"), timeout=60)
+    assert_user_error(done, needle)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--min-psnr", "nan"), "--min-psnr must be a finite number of dB"),
+        (("--quality-samples", "-5"), "--quality-samples must be in [0, 100000]"),
+        (("--images", "0"), "--images must be in [1, 1000]"),
+    ],
+)
+def test_bad_eval_settings(tiny_dit_artifact: Path, args: tuple[str, ...], needle: str) -> None:
+    assert_user_error(difforge("eval", str(tiny_dit_artifact), "-q", *args), needle)
+
+
 def test_run_output_suffix_unknown(tiny_sd_artifact: Path, tmp_path: Path) -> None:
     done = difforge("run", str(tiny_sd_artifact), "-q", "--out", str(tmp_path / "x.txt"))
     assert_user_error(done, "unknown image suffix '.txt'")
@@ -183,6 +235,8 @@ def test_run_output_suffix_unknown(tiny_sd_artifact: Path, tmp_path: Path) -> No
         (("--classes", "1,2", "--scheduler", "flow-euler"), "does not fit this model"),
         (("--classes", "1,2", "--resolution", "4096"), "height 4096 is outside this artifact"),
         (("--classes", "1,2", "--prompt", "a cat"), "--classes takes no --class-label, --prompt"),
+        (("--classes", "0-99999999"), "--classes names 100000000 images; one grid holds at most"),
+        (("--classes", "3-1"), "--classes takes class numbers and ranges"),
     ],
 )
 def test_bad_class_request(

@@ -13,7 +13,13 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def _start(out: Path) -> subprocess.Popen[bytes]:
+def _default_sigint() -> None:
+    """The child gets SIGINT's default handler even when this test run ignores SIGINT (a
+    background job, nohup): an ignored SIGINT is inherited, and difforge leaves it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _start(out: Path, *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -25,9 +31,11 @@ def _start(out: Path) -> subprocess.Popen[bytes]:
             "tiny-sd",
             "-o",
             str(out),
+            *extra,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        preexec_fn=_default_sigint,
     )
 
 
@@ -60,6 +68,12 @@ def test_sigkill_never_leaves_a_half_artifact(tmp_path: Path) -> None:
     _wait_for_staging(tmp_path, proc)
     proc.kill()
     proc.wait(timeout=60)
-    # Nothing can clean up after SIGKILL, but the target itself never exists half-written.
+    # Nothing cleans up during SIGKILL, but the target itself never exists half-written...
     assert not out.exists()
-    assert all(p.name.startswith(".") for p in tmp_path.iterdir())
+    left = list(tmp_path.iterdir())
+    assert left and all(p.name.startswith(".artifact.") for p in left), left
+    # ... and the next run for the same target removes what the killed one left.
+    again = _start(out, "--max-batch", "0")  # refused after the target is checked
+    _, err = again.communicate(timeout=120)
+    assert again.returncode == 2, err
+    assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())

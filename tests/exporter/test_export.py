@@ -116,3 +116,29 @@ def test_diffusers_folder_source(tmp_path: Path) -> None:
     assert manifest.scheduler.name == "ddim"
     assert manifest.scheduler.note is not None and "PNDMScheduler" in manifest.scheduler.note
     assert manifest.pipeline.resolution.multiple == 16
+
+
+def test_verification_out_of_memory_names_the_shape(tmp_path: Path) -> None:
+    class Hungry(torch.nn.Module):
+        """Runs out of memory above batch 2 once exported (as a large model would)."""
+
+        exported = False
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.exported and x.shape[0] > 2:
+                raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate")
+            return x * 2
+
+    spec = ComponentSpec(
+        role="toy",
+        inputs=(Tensor("x", "float32", ("batch", 8)),),
+        outputs=(Tensor("y", "float32", ("batch", 8)),),
+        axes={"batch": Axis(1, 2, 4)},
+    )
+    module = Hungry()
+    component = Component(spec, module)
+    path = export_component(component, tmp_path / "toy.onnx")
+    module.exported = True
+    with pytest.raises(DifforgeError, match=r"verifying toy at its max shape \{'batch': 4\} ran "
+                       r"out of memory in PyTorch; build a smaller range \(--resolution"):
+        verify_component(component, path)

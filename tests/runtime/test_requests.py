@@ -139,3 +139,59 @@ def test_prompt_past_the_token_window_is_noted(tiny_sd_artifact: Path) -> None:
     # What is noted is what the tokenizer cuts: 75 tokens between BOS and EOS.
     ids = pipe.tokenizer(["cat " * 100])  # type: ignore[misc]
     assert ids.shape == (1, 77) and (ids[0, 1:76] == ids[0, 1]).all()
+
+
+@pytest.mark.parametrize(
+    ("request_kw", "needle"),
+    [
+        ({"steps": 2.5}, "steps must be an integer, got 2.5"),
+        ({"steps": True}, "steps must be an integer"),
+        ({"seed": None}, "seed must be an integer, got None"),
+        ({"seed": 2**64}, r"--seed must be at most 2\^64 - 1"),
+        ({"guidance_scale": float("nan")}, "--guidance must be a finite number"),
+        ({"guidance_scale": "7"}, "guidance must be a number"),
+        ({"height": "256"}, "height must be an integer"),
+        ({"prompt": 5}, "prompt must be text"),
+        ({"prompt": ["a cat", None]}, "prompt must be text"),
+        ({"prompt": "a \udcff cat"}, "the prompt is not valid Unicode text"),
+        ({"latents": [[0.0]]}, "latents must have 4 dimensions"),
+        ({"latents": "noise"}, "latents must be an array of numbers"),
+        ({"latents": np.full((1, 4, 16, 16), np.nan, np.float32)}, "NaN or infinite"),
+        ({"latents": np.zeros((1, 4, 8, 8), np.float32)}, r"latents have shape \(1, 4, 8, 8\)"),
+        ({"scheduler": 3}, "scheduler must be text"),
+    ],
+)
+def test_api_values_of_the_wrong_type_are_user_errors(
+    tiny_sd_artifact: Path, request_kw: dict[str, object], needle: str
+) -> None:
+    pipe = load(tiny_sd_artifact, lazy=True)
+    with pytest.raises(DifforgeError, match=needle):
+        pipe.resolve(GenerateRequest(**request_kw))  # type: ignore[arg-type]
+    assert not any(r.active for r in pipe.runners.values())  # refused before any work
+
+
+def test_numpy_numbers_are_numbers(tiny_dit_artifact: Path) -> None:
+    pipe = load(tiny_dit_artifact, lazy=True)
+    resolved = pipe.resolve(
+        GenerateRequest(
+            class_label=np.int64(3), steps=np.int32(4), seed=np.uint64(5),
+            guidance_scale=np.float32(2.5),
+        )
+    )
+    assert (resolved.labels, resolved.steps, resolved.seed) == ([3], 4, 5)
+    assert resolved.guidance_scale == 2.5 and isinstance(resolved.guidance_scale, float)
+    assert pipe.resolve(GenerateRequest(class_label=np.array([1, 2]))).labels == [1, 2]
+
+
+def test_saved_images_honour_the_umask(tmp_path: Path) -> None:
+    import os
+
+    image = np.zeros((4, 4, 3), np.uint8)
+    old = os.umask(0o022)
+    try:
+        mode = save_image(image, tmp_path / "a.png").stat().st_mode & 0o777
+        os.umask(0o077)
+        private = save_image(image, tmp_path / "b.png").stat().st_mode & 0o777
+    finally:
+        os.umask(old)
+    assert (mode, private) == (0o644, 0o600)

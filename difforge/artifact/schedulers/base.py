@@ -26,6 +26,9 @@ class Scheduler(ABC):
     def __init__(self, config: dict[str, Any], num_steps: int) -> None:
         if num_steps < 1:
             raise DifforgeError(f"--steps must be at least 1, got {num_steps}")
+        trained = int(config.get("num_train_timesteps", 1000))
+        if num_steps > trained:
+            raise DifforgeError(f"--steps {num_steps} exceeds the {trained} training timesteps")
         self.config = config
         self.num_steps = num_steps
         self.timesteps: np.ndarray = np.zeros(0, np.float32)
@@ -86,8 +89,6 @@ def spaced_timesteps(config: dict[str, Any], num_steps: int, integer: bool) -> n
     """diffusers' ``timestep_spacing`` rules (leading / trailing / linspace)."""
     n = int(config.get("num_train_timesteps", 1000))
     spacing = config.get("timestep_spacing", "leading")
-    if num_steps > n:
-        raise DifforgeError(f"--steps {num_steps} exceeds the {n} training timesteps")
     if spacing == "linspace":
         ts = np.linspace(0, n - 1, num_steps)[::-1]
         ts = ts.round() if integer else ts.astype(np.float32)

@@ -2,7 +2,8 @@
 
 A backend's runner is one module here named after the backend (``ort.py`` runs ``"ort"``
 engines) whose class is decorated with :func:`register_runner`; :func:`runner_class` imports
-that module on first use. Adding a backend adds one file and edits nothing here.
+that module on first use. Adding a backend adds one file and edits nothing here; a helper
+module of a runner starts with an underscore (``_ort_settings.py``).
 """
 
 from __future__ import annotations
@@ -37,8 +38,12 @@ def _module(backend: str) -> str:
 
 def available_runners() -> list[str]:
     """Backends this runtime can run: the registered ones and the modules that define one."""
-    found = {m.name.replace("_", "-") for m in pkgutil.iter_modules(__path__)}
-    return sorted((found - _NOT_RUNNERS) | set(_REGISTRY))
+    found = {
+        m.name.replace("_", "-")
+        for m in pkgutil.iter_modules(__path__)
+        if not m.name.startswith("_") and m.name not in _NOT_RUNNERS
+    }
+    return sorted(found | set(_REGISTRY))
 
 
 def runner_class(backend: str) -> type[Runner]:

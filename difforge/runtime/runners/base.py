@@ -42,6 +42,8 @@ class Runner(ABC):
         self.spec = spec
         self.active = False
         self.load_seconds = 0.0
+        #: what the user should know about how this runner runs (settings it adjusted)
+        self.notes: list[str] = []
 
     @classmethod
     def check_artifact(cls, manifest: Manifest) -> None:

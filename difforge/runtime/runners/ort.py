@@ -14,36 +14,13 @@ import numpy as np
 from difforge.artifact.manifest import ComponentEntry, Manifest
 from difforge.errors import DifforgeError
 from difforge.runtime.runners import register_runner
+from difforge.runtime.runners._ort_settings import (
+    providers,
+    recorded_settings,
+    session_options,
+    user_settings,
+)
 from difforge.runtime.runners.base import Runner
-
-_LEVELS = {
-    "disable": "ORT_DISABLE_ALL",
-    "basic": "ORT_ENABLE_BASIC",
-    "extended": "ORT_ENABLE_EXTENDED",
-    "layout": "ORT_ENABLE_LAYOUT",
-    "all": "ORT_ENABLE_ALL",
-}
-
-
-def session_options(settings: dict[str, Any]) -> Any:
-    """ONNX Runtime session options from the settings a manifest records."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    level = settings.get("graph_optimization_level", "all")
-    level_name = _LEVELS.get(level, "ORT_ENABLE_ALL")
-    if not hasattr(ort.GraphOptimizationLevel, level_name):
-        level_name = "ORT_ENABLE_ALL"
-    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level_name)
-    opts.intra_op_num_threads = int(settings.get("intra_op_num_threads", 0))
-    opts.inter_op_num_threads = int(settings.get("inter_op_num_threads", 1))
-    opts.enable_cpu_mem_arena = bool(settings.get("enable_cpu_mem_arena", True))
-    opts.enable_mem_pattern = bool(settings.get("enable_mem_pattern", True))
-    opts.log_severity_level = 3
-    if settings.get("profile_prefix"):
-        opts.enable_profiling = True
-        opts.profile_file_prefix = str(settings["profile_prefix"])
-    return opts
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -94,10 +71,13 @@ class OrtRunner(Runner):
     def from_artifact(
         cls, name: str, spec: ComponentEntry, root: Path, overrides: dict[str, Any]
     ) -> OrtRunner:
-        settings = dict(spec.engine.settings) if spec.engine is not None else {}
-        providers = settings.pop("providers", None) or ["CPUExecutionProvider"]
-        settings.update(overrides)
-        return cls(name, spec, root / spec.file, settings, list(providers))
+        recorded = dict(spec.engine.settings) if spec.engine is not None else {}
+        where = f"components.{name}.engine.settings"
+        settings, notes = recorded_settings(recorded, where)
+        settings.update(user_settings(overrides))
+        runner = cls(name, spec, root / spec.file, settings, providers(recorded, where))
+        runner.notes.extend(notes)
+        return runner
 
     def _activate(self) -> None:
         import onnxruntime as ort
@@ -114,7 +94,11 @@ class OrtRunner(Runner):
         self._output_names = [o.name for o in self.session.get_outputs()]
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outputs = self.session.run(self._output_names, feeds)
+        try:
+            outputs = self.session.run(self._output_names, feeds)
+        except Exception as exc:  # onnxruntime's errors are untyped (Fail, InvalidArgument, ...)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DifforgeError(f"{self.name}: ONNX Runtime failed while running: {first}") from exc
         return dict(zip(self._output_names, outputs, strict=True))
 
     def end_profiling(self) -> str | None:
