@@ -287,6 +287,34 @@ class Manifest:
     files: dict[str, FileRecord] = field(default_factory=dict)
     created: str = ""
 
+    def required_roles(self) -> tuple[str, ...]:
+        """The components this pipeline kind cannot run without."""
+        roles = ["denoiser"]
+        if self.pipeline.text_conditioned:
+            roles.insert(0, "text_encoder")
+        if not self.pipeline.pixel_space:
+            roles.append("vae_decoder")
+        return tuple(roles)
+
+    def check(self) -> None:
+        """What no single section can check: the components the pipeline needs are there,
+        the step plan's graphs exist, a text pipeline has its tokenizer."""
+        missing = [r for r in self.required_roles() if r not in self.components]
+        if missing:
+            raise DifforgeError(
+                f"manifest.json: components: a {self.pipeline.type} artifact needs "
+                f"{', '.join(missing)}"
+            )
+        for variant, key in self.plan.variants.items():
+            if key not in self.components:
+                raise DifforgeError(
+                    f"manifest.json: step_plan.variants.{variant}: no component {key!r}"
+                )
+        if self.pipeline.text_conditioned and self.tokenizer is None:
+            raise DifforgeError(
+                f"manifest.json: tokenizer: missing (a {self.pipeline.type} artifact needs one)"
+            )
+
     def referenced_files(self) -> list[str]:
         """Every file the manifest's sections name (graphs, engine files, tokenizer)."""
         out = [c.file for c in self.components.values()]
@@ -338,7 +366,7 @@ class Manifest:
         tokenizer = f.obj("tokenizer", None)
         plan = f.obj("step_plan", None)
         versions = f.table("versions")
-        return cls(
+        manifest = cls(
             stage=Stage(f.text("stage", choices=tuple(s.value for s in Stage))),
             created=f.text("created", ""),
             versions={str(k): str(v) for k, v in versions.items()},
@@ -351,6 +379,8 @@ class Manifest:
             step_plan=StepPlan.read(plan) if plan is not None else None,
             files=read_file_records(f.obj("files", None)),
         )
+        manifest.check()
+        return manifest
 
 
 def write_manifest(root: Path, manifest: Manifest) -> None:

@@ -43,6 +43,24 @@ def info(artifact: Path | None, as_json: bool, presets: bool, patches: bool) -> 
     from difforge.artifact.view import describe
 
     manifest = api.info(artifact)
-    click.echo(json.dumps(manifest.to_dict(), indent=2) if as_json else describe(manifest))
+    if as_json:
+        click.echo(json.dumps(manifest.to_dict(), indent=2))
+        return
+    click.echo(describe(manifest))
+    click.echo(f"runs here: {runs_here(artifact)}")
+
+
+def runs_here(artifact: Path) -> str:
+    """Whether this install would run the artifact: the runtime's own checks (runner for each
+    backend, recorded settings, library versions), without making a session."""
+    from difforge.runtime import load
+
+    try:
+        pipe = load(artifact, lazy=True)
+    except DifforgeError as err:
+        return f"no: {err}"
+    backends = sorted({r.backend for r in pipe.runners.values()})
+    notes = "".join(f"; note: {n}" for n in pipe.notes)
+    return f"yes ({', '.join(backends)}){notes}"
 
 

@@ -81,6 +81,7 @@ def export_component(
                 **(extra_kwargs or {}),
             )
             assert program is not None  # dynamo=True always returns an ONNXProgram
+            stable_metadata(program)
             program.save(str(path), external_data=external)
     finally:
         for logger, level in zip(quiet, levels, strict=True):
@@ -88,6 +89,18 @@ def export_component(
     _check_opset(path, opset, spec.role)
     _attach_plugin_functions(path)
     return path
+
+
+RANGES = "pkg.torch.export.ExportedProgram.range_constraints"
+
+
+def stable_metadata(program: Any) -> None:
+    """The exporter writes torch.export's symbol ranges in its dict's order, which follows
+    Python's hash seed; sorted, the same model exports to the same bytes in every process."""
+    props = program.model.graph.metadata_props
+    if RANGES in props:
+        ranges = program.exported_program.range_constraints
+        props[RANGES] = "{" + ", ".join(sorted(f"{k}: {v}" for k, v in ranges.items())) + "}"
 
 
 def _check_opset(path: Path, requested: int, role: str) -> None:

@@ -6,12 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from difforge.artifact.manifest import Manifest, read_manifest
-from difforge.errors import DifforgeError
 from difforge.runtime.pipeline import Pipeline
 from difforge.runtime.runners import runner_class
 from difforge.runtime.runners.base import Runner
 
-ROLES = ("denoiser", "vae_decoder")
 #: what a component with no engine record (an export folder's plain ONNX graph) runs on
 EXPORTED_GRAPHS = "ort"
 
@@ -47,11 +45,7 @@ def load(
     created here unless ``lazy`` (then on first use), so generation timings exclude loading.
     """
     root = Path(artifact)
-    manifest = read_manifest(root, verify=verify)
-    roles = ("denoiser",) if manifest.pipeline.pixel_space else ROLES
-    missing = [r for r in roles if r not in manifest.components]
-    if missing:
-        raise DifforgeError(f"artifact {root} has no {', '.join(missing)} component")
+    manifest = read_manifest(root, verify=verify)  # its components checked against its kind
     overrides = dict(session_overrides or {})
     if threads is not None:
         overrides["intra_op_num_threads"] = threads

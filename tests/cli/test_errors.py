@@ -156,7 +156,7 @@ def test_unwritable_output(tiny_sd_export: Path, tmp_path: Path) -> None:
         (("--threads", "100000"), "--threads 100000: this machine has"),
         (("--threads", "-1"), "--threads must be 0 (all cores) or more"),
         (("--steps", "abc"), "Invalid value for '--steps': 'abc' is not a valid integer"),
-        (("--no-such-option",), "No such option: --no-such-option"),
+        (("--no-such-option",), "No such option '--no-such-option'"),
     ],
 )
 def test_bad_run_request(

@@ -46,3 +46,21 @@ def test_preset_listing_as_json() -> None:
 def test_listing_and_artifact_together_is_refused(tmp_path: Path) -> None:
     done = CliRunner().invoke(cli, ["info", str(tmp_path), "--patches"])
     assert done.exit_code == 2 and "not both" in done.output
+
+
+def test_info_says_whether_this_install_runs_the_artifact(
+    tiny_sd_artifact: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    done = CliRunner().invoke(cli, ["info", str(tiny_sd_artifact)])
+    assert done.exit_code == 0 and done.output.rstrip().endswith("runs here: yes (ort)")
+    copy = tmp_path / "art"
+    shutil.copytree(tiny_sd_artifact, copy)
+    data = json.loads((copy / "manifest.json").read_text())
+    data["components"]["denoiser"]["engine"]["settings"]["profile_prefix"] = "/tmp/p"
+    (copy / "manifest.json").write_text(json.dumps(data))
+    done = CliRunner().invoke(cli, ["info", str(copy)])
+    assert done.exit_code == 0, done.output
+    last = done.output.rstrip().splitlines()[-1]
+    assert last.startswith("runs here: no: manifest.json: components.denoiser.engine.settings")

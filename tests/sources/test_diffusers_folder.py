@@ -33,8 +33,13 @@ def _with_scheduler(folder: Path, cls: str) -> Path:
 
 
 def test_own_scheduler_needs_no_note(sd_folder: Path) -> None:
+    import tempfile
+
+    before = set(Path(tempfile.gettempdir()).glob("difforge-tokenizer-*"))
     source = load_source(model=_with_scheduler(sd_folder, "DDIMScheduler"))
     assert (source.scheduler_name, source.scheduler_note) == ("ddim", None)
+    # the tokenizer is written into the artifact at export; loading leaves no folder behind
+    assert set(Path(tempfile.gettempdir()).glob("difforge-tokenizer-*")) == before
 
 
 def test_pndm_is_sampled_with_ddim_and_says_so(sd_folder: Path) -> None:

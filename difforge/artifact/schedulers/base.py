@@ -13,6 +13,51 @@ import numpy as np
 
 from difforge.errors import DifforgeError
 
+#: The numbers a sampler reads from a diffusers config, with their ranges: a config comes from
+#: a model folder or an artifact's manifest, and a value of the wrong type or out of range must
+#: be refused by name, not fail deep in numpy or give NaN timesteps.
+NUMBERS: dict[str, tuple[type, float, float]] = {
+    "num_train_timesteps": (int, 1, 100_000),
+    "steps_offset": (int, 0, 1000),
+    "beta_start": (float, 1e-8, 0.999),
+    "beta_end": (float, 1e-8, 0.999),
+    "clip_sample_range": (float, 1e-6, 1e6),
+    "shift": (float, 1e-6, 1e6),
+    "base_shift": (float, -100, 100),
+    "max_shift": (float, -100, 100),
+    "base_image_seq_len": (int, 1, 1 << 24),
+    "max_image_seq_len": (int, 1, 1 << 24),
+}
+FLAGS = ("clip_sample", "set_alpha_to_one", "use_dynamic_shifting")
+
+
+def check_numbers(config: dict[str, Any]) -> None:
+    """Refuse a sampler config whose numbers are of the wrong type or outside their range."""
+    for key, (kind, lo, hi) in NUMBERS.items():
+        value = config.get(key)
+        if value is None:
+            continue
+        ok = not isinstance(value, bool) and isinstance(value, int if kind is int else (int, float))
+        if not ok or not np.isfinite(value) or not lo <= value <= hi:
+            raise DifforgeError(
+                f"scheduler config {key}={value!r} is not a {kind.__name__} in [{lo:g}, {hi:g}]"
+            )
+    for key in FLAGS:
+        if key in config and config[key] is not None and not isinstance(config[key], bool):
+            raise DifforgeError(f"scheduler config {key}={config[key]!r} is not true or false")
+    betas = config.get("trained_betas")
+    if betas is not None and (
+        not isinstance(betas, list)
+        or not betas
+        or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in betas)
+        or not all(0 < b < 1 for b in betas)
+    ):
+        raise DifforgeError("scheduler config trained_betas is not a list of numbers in (0, 1)")
+    if betas is not None and len(betas) != int(config.get("num_train_timesteps", 1000)):
+        raise DifforgeError("scheduler config trained_betas does not hold num_train_timesteps")
+    if config.get("base_image_seq_len", 256) == config.get("max_image_seq_len", 4096):
+        raise DifforgeError("scheduler config base_image_seq_len equals max_image_seq_len")
+
 
 class Scheduler(ABC):
     """A numpy sampler: timesteps for N steps, input scaling and the update rule."""
@@ -26,6 +71,7 @@ class Scheduler(ABC):
     def __init__(self, config: dict[str, Any], num_steps: int) -> None:
         if num_steps < 1:
             raise DifforgeError(f"--steps must be at least 1, got {num_steps}")
+        check_numbers(config)
         trained = int(config.get("num_train_timesteps", 1000))
         if num_steps > trained:
             raise DifforgeError(f"--steps {num_steps} exceeds the {trained} training timesteps")
