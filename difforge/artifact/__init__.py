@@ -6,7 +6,8 @@ build read it and write a new one, the runtime and the reports only read it. Thi
 torch-free and imports nothing of difforge but :mod:`difforge.errors`, so every stage can
 depend on it and on nothing upstream of itself.
 
-- :mod:`~difforge.artifact.manifest`: the typed manifest, read and written (``fields`` checks it)
+- :mod:`~difforge.artifact.manifest`: the typed manifest, read and written (``fields`` checks it;
+  ``sections``: its pipeline, scheduler and tokenizer sections)
 - :mod:`~difforge.artifact.files`: file hashes, checked at load
 - :mod:`~difforge.artifact.step_plan`, :mod:`~difforge.artifact.step_tables`: which graph runs
   at which step, per-step input tables, tensors carried between steps
@@ -24,14 +25,16 @@ from difforge.artifact.manifest import (
     EngineRecord,
     Manifest,
     PassRecord,
+    Stage,
+    TensorSpec,
+    read_manifest,
+    write_manifest,
+)
+from difforge.artifact.sections import (
     PipelineSection,
     Resolution,
     SchedulerSection,
-    Stage,
-    TensorSpec,
     TokenizerSection,
-    read_manifest,
-    write_manifest,
 )
 from difforge.artifact.step_plan import StepPlan
 

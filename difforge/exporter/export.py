@@ -9,15 +9,8 @@ from typing import Any
 import onnx
 
 from difforge._progress import Reporter, SilentReporter
-from difforge.artifact.manifest import (
-    ComponentEntry,
-    Manifest,
-    PipelineSection,
-    SchedulerSection,
-    Stage,
-    TokenizerSection,
-    write_manifest,
-)
+from difforge.artifact.manifest import ComponentEntry, Manifest, Stage, write_manifest
+from difforge.artifact.sections import PipelineSection, SchedulerSection, TokenizerSection
 from difforge.artifact.staging import check_target, staged_folder
 from difforge.artifact.step_plan import BASE
 from difforge.artifact.weights import share_weights

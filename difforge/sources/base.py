@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import torch
 
-from difforge.artifact.manifest import Resolution
+from difforge.artifact.sections import Resolution
 
 __all__ = ["Resolution", "SourceModel"]
 

@@ -9,15 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from difforge.artifact.manifest import (
-    ComponentEntry,
-    Manifest,
-    PipelineSection,
-    Resolution,
-    SchedulerSection,
-    Stage,
-    TensorSpec,
-)
+from difforge.artifact.manifest import ComponentEntry, Manifest, Stage, TensorSpec
+from difforge.artifact.sections import PipelineSection, Resolution, SchedulerSection
 from difforge.artifact.step_plan import StepPlan
 from difforge.errors import DifforgeError
 from difforge.runtime import GenerateRequest, Pipeline

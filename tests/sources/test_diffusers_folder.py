@@ -93,3 +93,19 @@ def test_cli_refusal_is_one_line(sd_folder: Path, tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and "LCMScheduler" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_pickled_weights_get_a_note_not_library_chatter(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from difforge.sources.presets import tiny_sd
+    from tests.reference_pipelines import sd_pipeline
+
+    folder = tmp_path / "pickled"
+    sd_pipeline(tiny_sd(1)).save_pretrained(str(folder), safe_serialization=False)
+    assert list(folder.glob("unet/*.bin")) and not list(folder.glob("unet/*.safetensors"))
+    capfd.readouterr()
+    source = load_source(model=folder)
+    out, err = capfd.readouterr()
+    assert "unsafe serialization" not in out + err and "Traceback" not in out + err
+    assert any(n.startswith("unet: weights are a pickle (.bin)") for n in source.notes)

@@ -23,8 +23,6 @@ LEVELS = {
 }
 THREADS = ("intra_op_num_threads", "inter_op_num_threads")
 FLAGS = ("enable_cpu_mem_arena", "enable_mem_pattern")
-#: what a user (CLI, API, the profiler) may set beyond the recorded settings
-USER_ONLY = ("profile_prefix",)
 DEFAULTS: dict[str, Any] = {
     "graph_optimization_level": "all",
     "intra_op_num_threads": 0,
@@ -42,6 +40,21 @@ def machine_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _check(key: str, value: Any, where: str) -> None:
+    """One setting's value, of the type and set it must be (threads: a count, 0 = all)."""
+    if key == "graph_optimization_level":
+        if value not in LEVELS:
+            raise _bad(where, key, f"{value!r} is not one of {', '.join(LEVELS)}")
+    elif key in THREADS:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise _bad(where, key, f"expected a thread count (0: all cores), got {value!r}")
+    elif key in FLAGS:
+        if not isinstance(value, bool):
+            raise _bad(where, key, f"expected true or false, got {value!r}")
+    else:
+        raise _bad(where, key, "not a setting an artifact may record")
+
+
 def recorded_settings(settings: dict[str, Any], where: str) -> tuple[dict[str, Any], list[str]]:
     """An artifact's settings checked against the allow-list (unknown keys refused, values
     typed); threads above this machine's cores lowered to them. Returns (settings, notes)."""
@@ -50,29 +63,20 @@ def recorded_settings(settings: dict[str, Any], where: str) -> tuple[dict[str, A
     for key, value in settings.items():
         if key == "providers":
             continue
-        if key == "graph_optimization_level":
-            if value not in LEVELS:
-                raise _bad(where, key, f"{value!r} is not one of {', '.join(LEVELS)}")
-        elif key in THREADS:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise _bad(where, key, f"expected a thread count (0: all cores), got {value!r}")
-            if value > cores:
-                notes.append(
-                    f"the artifact asks for {value} {key.split('_')[0]}-op threads; this machine "
-                    f"has {cores} cores, so {cores} are used"
-                )
-                value = cores
-        elif key in FLAGS:
-            if not isinstance(value, bool):
-                raise _bad(where, key, f"expected true or false, got {value!r}")
-        else:
-            raise _bad(where, key, "not a setting an artifact may record")
+        _check(key, value, f"manifest.json: {where}")
+        if key in THREADS and value > cores:
+            notes.append(
+                f"the artifact asks for {value} {key.split('_')[0]}-op threads; this machine "
+                f"has {cores} cores, so {cores} are used"
+            )
+            value = cores
         out[key] = value
     return out, notes
 
 
 def user_settings(overrides: dict[str, Any]) -> dict[str, Any]:
-    """What the user adds: thread counts within the machine, a profiling output prefix."""
+    """What the user adds: thread counts within the machine, a profiling output prefix, the
+    other settings as an artifact may record them."""
     cores = machine_cores()
     for key, value in overrides.items():
         if key in THREADS:
@@ -80,8 +84,11 @@ def user_settings(overrides: dict[str, Any]) -> dict[str, Any]:
                 raise DifforgeError(f"--threads must be 0 (all cores) or more, got {value!r}")
             if value > cores:
                 raise DifforgeError(f"--threads {value}: this machine has {cores} cores")
-        elif key not in USER_ONLY and key not in DEFAULTS:
-            raise DifforgeError(f"unknown ONNX Runtime session setting {key!r}")
+        elif key == "profile_prefix":
+            if not isinstance(value, (str, os.PathLike)):
+                raise DifforgeError(f"profile_prefix must be a path, got {value!r}")
+        else:
+            _check(key, value, "session setting")
     return dict(overrides)
 
 
@@ -91,7 +98,7 @@ def providers(settings: dict[str, Any], where: str) -> list[str]:
 
     chosen = settings.get("providers") or ["CPUExecutionProvider"]
     if not isinstance(chosen, list) or not all(isinstance(p, str) for p in chosen):
-        raise _bad(where, "providers", "expected a list of provider names")
+        raise _bad(f"manifest.json: {where}", "providers", "expected a list of provider names")
     missing = [p for p in chosen if p not in ort.get_available_providers()]
     if missing:
         raise DifforgeError(
@@ -120,4 +127,4 @@ def session_options(settings: dict[str, Any]) -> Any:
 
 
 def _bad(where: str, key: str, why: str) -> DifforgeError:
-    return DifforgeError(f"manifest.json: {where}.{key}: {why}")
+    return DifforgeError(f"{where}.{key}: {why}")

@@ -1,0 +1,123 @@
+"""The manifest's pipeline, scheduler and tokenizer sections: how the components make an
+image, read field by field like the rest of the manifest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from difforge.artifact.fields import Fields
+from difforge.artifact.files import check_relative
+from difforge.errors import DifforgeError
+
+PIPELINE_TYPES = ("text-to-image", "class-to-image", "flux")
+#: Sanity bound on sizes a manifest may state (far above any real model).
+MAX_AXIS = 1 << 16
+
+
+@dataclass
+class Resolution:
+    """Pixel resolutions an artifact is built for; ``multiple`` is the model's size factor."""
+
+    min: int
+    default: int
+    max: int
+    multiple: int
+
+    def check(self, label: str, size: int) -> None:
+        """Refuse a height or width this artifact cannot generate (the one place it is said)."""
+        if not self.min <= size <= self.max:
+            raise DifforgeError(
+                f"{label} {size} is outside this artifact's range [{self.min}, {self.max}] "
+                "(rebuild with a wider --resolution range)"
+            )
+        if size % self.multiple:
+            raise DifforgeError(
+                f"{label} {size} is not a multiple of {self.multiple} (the model's factor)"
+            )
+
+    @classmethod
+    def read(cls, f: Fields) -> Resolution:
+        keys = ("min", "default", "max", "multiple")
+        res = cls(*(f.integer(k, minimum=1, maximum=MAX_AXIS) for k in keys))
+        if not res.min <= res.default <= res.max:
+            raise f.fail("default", "needs min <= default <= max")
+        return res
+
+
+@dataclass
+class PipelineSection:
+    """How the components make an image: conditioning kind, latent geometry, defaults."""
+
+    type: str
+    latent_channels: int
+    vae_scale_factor: int
+    scaling_factor: float
+    resolution: Resolution
+    default_guidance: float
+    num_classes: int = 0
+    null_class: int = 0
+    #: a pixel-space model: no VAE, the samples are the images
+    pixel_space: bool = False
+    #: a guidance-distilled model: the scale is a denoiser input, not two passes
+    guidance_input: bool = False
+
+    @property
+    def text_conditioned(self) -> bool:
+        return self.type in ("text-to-image", "flux")
+
+    @classmethod
+    def read(cls, f: Fields) -> PipelineSection:
+        kind = f.text("type", choices=PIPELINE_TYPES)
+        classes = kind == "class-to-image"
+        num_classes = f.integer("num_classes", minimum=1, maximum=MAX_AXIS) if classes else 0
+        null_class = f.integer("null_class", minimum=0, maximum=num_classes) if classes else 0
+        return cls(
+            type=kind,
+            latent_channels=f.integer("latent_channels", minimum=1, maximum=4096),
+            vae_scale_factor=f.integer("vae_scale_factor", minimum=1, maximum=64),
+            scaling_factor=f.number("scaling_factor", minimum=1e-6, maximum=1e6),
+            resolution=Resolution.read(f.obj("resolution")),
+            default_guidance=f.number("default_guidance", minimum=0.0, maximum=1000.0),
+            num_classes=num_classes,
+            null_class=null_class,
+            pixel_space=f.flag("pixel_space"),
+            guidance_input=f.flag("guidance_input"),
+        )
+
+
+@dataclass
+class SchedulerSection:
+    """The sampler a model was trained for, its diffusers config, and a note when the model's
+    own scheduler class is sampled by another runtime sampler with the same noise schedule."""
+
+    name: str
+    config: dict[str, Any]
+    default_steps: int
+    note: str | None = None
+
+    @classmethod
+    def read(cls, f: Fields) -> SchedulerSection:
+        return cls(
+            name=f.text("name"),
+            config=f.table("config"),
+            default_steps=f.integer("default_steps", minimum=1, maximum=10_000),
+            note=f.text("note", None),
+        )
+
+
+@dataclass
+class TokenizerSection:
+    type: str
+    vocab: str
+    merges: str
+    max_length: int = 77
+
+    @classmethod
+    def read(cls, f: Fields) -> TokenizerSection:
+        return cls(
+            type=f.text("type", choices=("clip-bpe",)),
+            vocab=check_relative(f.text("vocab"), f.where("vocab")),
+            merges=check_relative(f.text("merges"), f.where("merges")),
+            max_length=f.integer("max_length", 77, minimum=3, maximum=4096),
+        )
