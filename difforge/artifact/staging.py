@@ -38,13 +38,15 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale(target: Path) -> list[Path]:
-    """Remove the hidden folders of ``target`` whose process is gone; returns them."""
+    """Remove the hidden folders of ``target`` whose process (on this machine) is gone;
+    returns them."""
     pattern = re.compile(rf"\.{re.escape(target.name)}\.(?:{'|'.join(KINDS)})-(\d+)-")
     removed: list[Path] = []
-    parent = target.parent
-    if not parent.is_dir():
+    try:
+        siblings = list(target.parent.iterdir())
+    except OSError:  # no such folder yet, or not ours to list: nothing to clean
         return removed
-    for sibling in parent.iterdir():
+    for sibling in siblings:
         match = pattern.match(sibling.name)
         if match and sibling.is_dir() and not sibling.is_symlink():
             pid = int(match.group(1))

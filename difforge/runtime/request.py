@@ -3,8 +3,7 @@ work: every refusal a request can get is said here, once."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -12,33 +11,15 @@ from difforge.artifact.manifest import Manifest
 from difforge.artifact.schedulers import FAMILY, SCHEDULERS, create_scheduler, packed_seq_len
 from difforge.artifact.schedulers.base import Scheduler
 from difforge.errors import DifforgeError
-from difforge.runtime.request_types import checked
+from difforge.runtime.request_types import GenerateRequest, GenerateResult, checked
 
-
-@dataclass
-class GenerateRequest:
-    """What to generate. ``prompt`` for text-to-image artifacts, ``class_label`` for class ones
-    (class 0 when left out); giving the other kind's conditioning is an error."""
-
-    prompt: str | list[str] = ""
-    negative_prompt: str = ""
-    class_label: int | list[int] | None = None
-    steps: int | None = None
-    guidance_scale: float | None = None
-    seed: int = 0
-    height: int | None = None
-    width: int | None = None
-    scheduler: str | None = None
-    #: Explicit initial noise (N, C, h, w); by default drawn from ``seed``.
-    latents: np.ndarray | None = None
-
-
-@dataclass
-class GenerateResult:
-    images: np.ndarray  # uint8, (N, H, W, 3)
-    timings: dict[str, float]
-    step_seconds: list[float] = field(default_factory=list)
-    request: dict[str, Any] = field(default_factory=dict)
+__all__ = [
+    "GenerateRequest",
+    "GenerateResult",
+    "ResolvedRequest",
+    "images_per_call",
+    "resolve_request",
+]
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""A request's fields, checked for type and value before anything reads them.
+"""What a generation asks for and returns, and the request's fields checked for type and value
+before anything reads them.
 
 The Python API takes what callers pass: numpy integers are integers, a list of numbers is an
 array; anything else (``steps=2.5``, ``seed=None``, a NaN guidance scale, latents holding
@@ -10,12 +11,39 @@ from __future__ import annotations
 
 import math
 import operator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from difforge.errors import DifforgeError
+
+
+@dataclass
+class GenerateRequest:
+    """What to generate. ``prompt`` for text-to-image artifacts, ``class_label`` for class ones
+    (class 0 when left out); giving the other kind's conditioning is an error."""
+
+    prompt: str | list[str] = ""
+    negative_prompt: str = ""
+    class_label: int | list[int] | None = None
+    steps: int | None = None
+    guidance_scale: float | None = None
+    seed: int = 0
+    height: int | None = None
+    width: int | None = None
+    scheduler: str | None = None
+    #: Explicit initial noise (N, C, h, w); by default drawn from ``seed``.
+    latents: np.ndarray | None = None
+
+
+@dataclass
+class GenerateResult:
+    images: np.ndarray  # uint8, (N, H, W, 3)
+    timings: dict[str, float]
+    step_seconds: list[float] = field(default_factory=list)
+    request: dict[str, Any] = field(default_factory=dict)
+
 
 #: the largest seed numpy's generators take here (seeds are 64-bit)
 MAX_SEED = (1 << 64) - 1
@@ -54,7 +82,7 @@ def _latents(value: Any) -> np.ndarray:
     return array
 
 
-def checked(req: Any) -> Any:
+def checked(req: GenerateRequest) -> GenerateRequest:
     """``req`` (a GenerateRequest) with every field of the right type and finite."""
     prompt = req.prompt
     if isinstance(prompt, (list, tuple)):
