@@ -11,7 +11,14 @@ from difforge.artifact.step_plan import BASE, StepPlan
 from difforge.config import ExportConfig, ResolutionRange
 from difforge.errors import DifforgeError
 from difforge.exporter.components import Component, components_for
-from difforge.patches import ExtraInputSpec, Patch, PatchReport
+from difforge.patches import (
+    ExtraInputSpec,
+    Patch,
+    PatchReport,
+    apply_patches,
+    create_patch,
+    parse_patch_arg,
+)
 from difforge.patches.stepped import SteppedPatch
 from difforge.sources import SourceModel, load_source
 from difforge.sources.base import Resolution
@@ -95,11 +102,7 @@ def check_config(config: ExportConfig) -> None:
 
 def create_patches(requests: list[str]) -> list[Patch]:
     """Parse and validate every --patch before any model is loaded."""
-    if not requests:
-        return []
-    from difforge import patches
-
-    created = [patches.create_patch(patches.parse_patch_arg(text)) for text in requests]
+    created = [create_patch(parse_patch_arg(text)) for text in requests]
     names = [patch.name for patch in created]
     for name in dict.fromkeys(names):
         if names.count(name) > 1:
@@ -129,8 +132,6 @@ def apply(source: SourceModel, created: list[Patch]) -> AppliedPatches:
     for patch in created:
         # Resolution-aware patches (RAU-Net's T1/T2 ratios) default to the build's resolution.
         patch.bind_resolution(res.min, res.default, res.max)
-    from difforge.patches import apply_patches
-
     reports = apply_patches(source.denoiser, created)
     stepped = [p for p in created if isinstance(p, SteppedPatch)]
     if len(stepped) > 1:
