@@ -38,3 +38,15 @@ def run_ort(model: ir.Model, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
 
 def randn(seed: int, *shape: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+#: Mul by a constant computed from two Constant nodes: foldable, nothing to fuse.
+CONSTANT_SUBGRAPH = """
+<ir_version: 10, opset_import: ["" : 20]>
+agraph (float[N, 4] x) => (float[N, 4] y) {
+  a = Constant <value = float[4] {1.0, 2.0, 3.0, 4.0}> ()
+  b = Constant <value = float[4] {0.5, 0.5, 0.5, 0.5}> ()
+  c = Add (a, b)
+  y = Mul (x, c)
+}
+"""

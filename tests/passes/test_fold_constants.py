@@ -9,17 +9,15 @@ from difforge.artifact.manifest import PassRecord
 from difforge.passes import get_pass
 from difforge.passes.base import fingerprint
 from difforge.passes.fold_constants import FoldConstants
-from tests.passes.graphs import function_ops, functions, load, ops, randn, run_ort
-
-CONSTANT_SUBGRAPH = """
-<ir_version: 10, opset_import: ["" : 20]>
-agraph (float[N, 4] x) => (float[N, 4] y) {
-  a = Constant <value = float[4] {1.0, 2.0, 3.0, 4.0}> ()
-  b = Constant <value = float[4] {0.5, 0.5, 0.5, 0.5}> ()
-  c = Add (a, b)
-  y = Mul (x, c)
-}
-"""
+from tests.passes.graphs import (
+    CONSTANT_SUBGRAPH,
+    function_ops,
+    functions,
+    load,
+    ops,
+    randn,
+    run_ort,
+)
 
 DEAD_NODE = """
 <ir_version: 10, opset_import: ["" : 20]>

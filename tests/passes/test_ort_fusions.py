@@ -9,7 +9,15 @@ from numpy.testing import assert_allclose
 from difforge.artifact.manifest import PassRecord
 from difforge.passes import get_pass
 from difforge.passes.ort_fusions import OrtFusions, cpu_rewrite_rules
-from tests.passes.graphs import function_ops, functions, load, ops, randn, run_ort
+from tests.passes.graphs import (
+    CONSTANT_SUBGRAPH,
+    function_ops,
+    functions,
+    load,
+    ops,
+    randn,
+    run_ort,
+)
 
 GAMMA = np.array([1.0, 0.5, 2.0, 1.5, 1.0, 0.25, 3.0, 1.0], dtype=np.float32)
 BETA = np.array([0.0, 0.1, 0.2, 0.3, -0.1, -0.2, 0.5, 0.0], dtype=np.float32)
@@ -67,15 +75,6 @@ agraph (float[N, 4] x) => (float[N, 4] y)
 }
 """
 
-CONSTANTS_ONLY = """
-<ir_version: 10, opset_import: ["" : 20]>
-agraph (float[N, 4] x) => (float[N, 4] y) {
-  a = Constant <value = float[4] {1.0, 2.0, 3.0, 4.0}> ()
-  b = Constant <value = float[4] {0.5, 0.5, 0.5, 0.5}> ()
-  c = Add (a, b)
-  y = Mul (x, c)
-}
-"""
 
 # torchlib's group norm: InstanceNormalization over [N, groups, -1], static shapes. onnxscript's
 # ORT rules turn it into com.microsoft.GroupNorm, which the CPU provider does not implement.
@@ -188,7 +187,7 @@ def test_nothing_to_fuse_reports_unmodified() -> None:
 def test_constant_folding_without_fusions_still_counts_as_modified() -> None:
     """The clean-ups fold constants: a change, though no fusion fired."""
     x = randn(4, 3, 4)
-    model = load(CONSTANTS_ONLY)
+    model = load(CONSTANT_SUBGRAPH)
     fuse = OrtFusions()
     result = fuse(model)
 
