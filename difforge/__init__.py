@@ -13,22 +13,32 @@ the runtime need numpy and onnxruntime alone.
 from __future__ import annotations
 
 from difforge._version import __version__
-from difforge.api import build, compile, export, info
-from difforge.config import BuildConfig, CompileConfig, ExportConfig, ResolutionRange
+from difforge.api import build, calibrate, compile, export, info
+from difforge.config import (
+    BuildConfig,
+    CalibrateConfig,
+    CompileConfig,
+    ExportConfig,
+    PrecisionConfig,
+    ResolutionRange,
+)
 from difforge.errors import DifforgeError
 from difforge.runtime import GenerateRequest, GenerateResult, Pipeline, load
 
 __all__ = [
     "BuildConfig",
+    "CalibrateConfig",
     "CompileConfig",
     "DifforgeError",
     "ExportConfig",
     "GenerateRequest",
     "GenerateResult",
     "Pipeline",
+    "PrecisionConfig",
     "ResolutionRange",
     "__version__",
     "build",
+    "calibrate",
     "compile",
     "export",
     "info",

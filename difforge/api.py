@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from difforge._progress import Reporter, SilentReporter
 from difforge.artifact.manifest import Manifest, read_manifest
 from difforge.artifact.staging import check_target, scratch_folder
-from difforge.config import BuildConfig, CompileConfig, ExportConfig
+from difforge.config import BuildConfig, CalibrateConfig, CompileConfig, ExportConfig
 
 if TYPE_CHECKING:
     from difforge.engines.base import EngineBuilder
@@ -30,9 +30,57 @@ def _builder(config: BuildConfig, reporter: Reporter | None) -> EngineBuilder:
     return builder_class(config.backend)(config, reporter)
 
 
+def calibrate(config: CalibrateConfig, reporter: Reporter | None = None) -> Path:
+    """Record calibration data by generating with the fp32 artifact ``config.source`` on the
+    torch-free runtime; writes a calibrated artifact to ``config.output``."""
+    from difforge.calib.prompts import default_prompts, read_prompts
+    from difforge.runtime.calibrate import CalibrationSettings, record_calibration
+
+    rep = reporter or SilentReporter()
+    prompts = read_prompts(config.prompts) if config.prompts is not None else default_prompts()
+    settings = CalibrationSettings(
+        trajectories=config.samples,
+        gate_trajectories=max(1, config.samples // 4),
+        steps=config.steps,
+        seed=config.seed,
+        prompts=prompts,
+    )
+    with rep.progress("record calibration trajectories", config.samples) as advance:
+        return record_calibration(
+            config.source,
+            config.output,
+            settings,
+            force=config.force,
+            progress=lambda done, total: advance(1),
+        )
+
+
 def build(config: BuildConfig, reporter: Reporter | None = None) -> Path:
-    """Build an engine artifact for ``config.backend`` from an export folder."""
-    return _builder(config, reporter).build()
+    """Build an engine artifact for ``config.backend`` from an export folder (calibrated
+    first, in a scratch folder, when a lowered precision needs data the source lacks)."""
+    rep = reporter or SilentReporter()
+    builder = _builder(config, rep)
+    builder.check_config()
+    if not config.precision.lowered or read_manifest(config.source, verify=False).calibration:
+        return builder.build()
+    check_target(config.output, config.force)
+    config.output.parent.mkdir(parents=True, exist_ok=True)
+    scratch = scratch_folder(config.output, "export")
+    try:
+        precision = config.precision
+        calibrated = calibrate(
+            CalibrateConfig(
+                source=config.source,
+                output=scratch / "calibrated",
+                samples=precision.calib_samples,
+                prompts=precision.calib_prompts,
+                seed=precision.calib_seed,
+            ),
+            rep,
+        )
+        return _builder(replace(config, source=calibrated), rep).build()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def compile(config: CompileConfig, reporter: Reporter | None = None) -> Path:
@@ -47,6 +95,7 @@ def compile(config: CompileConfig, reporter: Reporter | None = None) -> Path:
         optimize=config.optimize,
         force=config.export.force,
         custom_ops=config.custom_ops,
+        precision=config.precision,
     )
     _builder(build_config, rep).check_config()  # bad build settings fail before the export
     check_target(target, config.export.force)

@@ -72,6 +72,28 @@ class BuildConfig:
     #: "plugin" keeps difforge's custom-op nodes, "inline" writes their standard-op bodies in
     #: their place; None takes the backend's default (ONNX Runtime: inline)
     custom_ops: str | None = None
+    precision: PrecisionConfig = field(default_factory=lambda: PrecisionConfig())
+
+
+@dataclass
+class PrecisionConfig:
+    """``--precision`` and what lowers it: role -> precision (empty: all fp32), the INT8
+    calibration method, the quality gate, and the calibration run made when the source has
+    no calibration data."""
+
+    roles: dict[str, str] = field(default_factory=dict)
+    calib_method: str = "minmax"
+    min_cosine: float = 0.99
+    gate: bool = True
+    sensitivity: bool = False
+    #: for a source without calibration data: images to record, prompts (None: the default set)
+    calib_samples: int = 8
+    calib_prompts: Path | None = None
+    calib_seed: int = 0
+
+    @property
+    def lowered(self) -> bool:
+        return any(p != "fp32" for p in self.roles.values())
 
 
 @dataclass
@@ -81,3 +103,19 @@ class CompileConfig:
     threads: int = 0
     optimize: bool = True
     custom_ops: str | None = None
+    precision: PrecisionConfig = field(default_factory=lambda: PrecisionConfig())
+
+
+@dataclass
+class CalibrateConfig:
+    """``difforge calibrate``: generate ``samples`` seeded images with the fp32 artifact and
+    record every component's inputs (a quarter of the images held out for the gates)."""
+
+    source: Path
+    output: Path
+    samples: int = 8
+    #: a prompt file, one per line (None: the default set that ships)
+    prompts: Path | None = None
+    steps: int | None = None
+    seed: int = 0
+    force: bool = False

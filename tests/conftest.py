@@ -34,3 +34,29 @@ def tiny_dit_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny-dit") / "built"
     return compile(CompileConfig(export=ExportConfig(output=out, preset="tiny-dit")))
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_openvino(tiny_sd_export: Path) -> Path:
+    from difforge import BuildConfig, build
+
+    out = tiny_sd_export.parent / "openvino"
+    return build(BuildConfig(source=tiny_sd_export, output=out, backend="openvino"))
+
+
+#: tiny-sd's calibration in tests: 4 images (1 held out for the gates), 8 steps
+CALIB_SAMPLES, CALIB_STEPS = 4, 8
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_calibrated(tiny_sd_export: Path) -> Path:
+    from difforge import CalibrateConfig, calibrate
+
+    return calibrate(
+        CalibrateConfig(
+            source=tiny_sd_export,
+            output=tiny_sd_export.parent / "calibrated",
+            samples=CALIB_SAMPLES,
+            steps=CALIB_STEPS,
+        )
+    )

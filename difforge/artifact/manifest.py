@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from difforge.artifact.calibration import CalibrationSection
 from difforge.artifact.fields import Fields, check_int, depth
 from difforge.artifact.files import (
     FileRecord,
@@ -99,6 +100,8 @@ class EngineRecord:
     passes: list[PassRecord] = field(default_factory=list)
     #: the built graph against the exported one: max_rel, max_abs
     check: dict[str, float] | None = None
+    #: a lowered precision's quality gate as measured: metric, threshold, per-bucket values
+    quality: dict[str, Any] | None = None
 
     @classmethod
     def read(cls, f: Fields) -> EngineRecord:
@@ -118,6 +121,7 @@ class EngineRecord:
             custom_ops=ops,
             passes=[PassRecord.read(p) for p in f.objects("passes")],
             check=f.table("check", None),
+            quality=f.table("quality", None),
         )
 
 
@@ -180,6 +184,8 @@ class Manifest:
     patches: list[dict[str, Any]] = field(default_factory=list)
     tokenizer: TokenizerSection | None = None
     step_plan: StepPlan | None = None
+    #: recorded inputs for INT8 scales and quality gates (``difforge calibrate``)
+    calibration: CalibrationSection | None = None
     files: dict[str, FileRecord] = field(default_factory=dict)
     created: str = ""
 
@@ -206,6 +212,11 @@ class Manifest:
                 raise DifforgeError(
                     f"manifest.json: step_plan.variants.{variant}: no component {key!r}"
                 )
+        for key in self.calibration.components if self.calibration is not None else ():
+            if key not in self.components:
+                raise DifforgeError(
+                    f"manifest.json: calibration.components.{key}: no such component"
+                )
         if self.pipeline.text_conditioned and self.tokenizer is None:
             raise DifforgeError(
                 f"manifest.json: tokenizer: missing (a {self.pipeline.type} artifact needs one)"
@@ -217,6 +228,8 @@ class Manifest:
         out += [f for c in self.components.values() if c.engine for f in c.engine.files]
         if self.tokenizer is not None:
             out += [self.tokenizer.vocab, self.tokenizer.merges]
+        if self.calibration is not None:
+            out += self.calibration.files()
         return list(dict.fromkeys(out))
 
     @property
@@ -238,6 +251,7 @@ class Manifest:
             "patches": list(self.patches),
             "tokenizer": asdict(self.tokenizer) if self.tokenizer is not None else None,
             "step_plan": self.step_plan.to_dict() if self.step_plan is not None else None,
+            "calibration": asdict(self.calibration) if self.calibration is not None else None,
             "files": {k: asdict(v) for k, v in self.files.items()},
         }
         return data
@@ -261,6 +275,7 @@ class Manifest:
             )
         tokenizer = f.obj("tokenizer", None)
         plan = f.obj("step_plan", None)
+        calibration = f.obj("calibration", None)
         versions = f.table("versions")
         manifest = cls(
             stage=Stage(f.text("stage", choices=tuple(s.value for s in Stage))),
@@ -273,6 +288,7 @@ class Manifest:
             patches=f.items("patches", []),
             tokenizer=TokenizerSection.read(tokenizer) if tokenizer is not None else None,
             step_plan=StepPlan.read(plan) if plan is not None else None,
+            calibration=CalibrationSection.read(calibration) if calibration is not None else None,
             files=read_file_records(f.obj("files", None)),
         )
         manifest.check()

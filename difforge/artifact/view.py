@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from difforge.artifact.manifest import FORMAT_VERSION, ComponentEntry, EngineRecord, Manifest
 from difforge.artifact.step_plan import STEP_VARIANT, NoiseDampedGuidance, StepPlan
 
@@ -91,6 +93,31 @@ def _engine(e: EngineRecord) -> list[str]:
     for op, mode in e.custom_ops.items():
         kept = "kept as a plugin node" if mode == "plugin" else "inlined as standard ops"
         lines.append(f"    custom op {op}: {kept}")
+    lines.extend(_quality(e.quality))
+    return lines
+
+
+def _quality(q: dict[str, Any] | None) -> list[str]:
+    """A lowered precision: what was lowered, and its gate as measured."""
+    if not q:
+        return []
+    method = f", {q['calibration_method']} calibration" if q.get("calibration_method") else ""
+    if q.get("quantizer") == "backend":
+        method += " (the backend's own quantizer)"
+    lines = [f"    {q.get('precision')}: {q.get('nodes_lowered')} nodes lowered{method}"]
+    if q.get("groups_kept_fp32"):
+        lines.append(f"    kept in fp32: {', '.join(map(str, q['groups_kept_fp32']))}")
+    gate = q.get("gate")
+    if not isinstance(gate, dict):
+        lines.append("    quality gate: none (built with --no-gate)")
+        return lines
+    means = gate.get("mean") or {}
+    values = ", ".join(f"{k} {float(v):.4f}" for k, v in means.items())
+    verdict = "passed" if gate.get("passed") else "FAILED"
+    lines.append(
+        f"    quality gate ({gate.get('metric')} >= {gate.get('threshold')} per timestep "
+        f"bucket, {gate.get('records')} held-out steps): {verdict}; {values}"
+    )
     return lines
 
 

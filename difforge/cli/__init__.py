@@ -22,7 +22,7 @@ import click
 from difforge._version import __version__
 from difforge.cli._common import EXIT_USER_ERROR, fail
 from difforge.cli.bench import bench_command
-from difforge.cli.compile import build, compile_, export
+from difforge.cli.compile import build, calibrate, compile_, export
 from difforge.cli.evaluate import evaluate
 from difforge.cli.info import info
 from difforge.cli.profile import profile_command
@@ -65,7 +65,8 @@ def cli(debug: bool) -> None:
     """difforge: compile patched diffusion models into deployable artifacts and run them."""
 
 
-for _command in (export, build, compile_, run, evaluate, info, profile_command, bench_command):
+_COMMANDS = [export, calibrate, build, compile_, run, evaluate, info, profile_command]
+for _command in [*_COMMANDS, bench_command]:
     cli.add_command(_command)
 
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from difforge._progress import Reporter, SilentReporter
+from difforge.artifact.calibration import CalibrationData
 from difforge.artifact.manifest import (
     ComponentEntry,
     EngineRecord,
@@ -29,6 +31,10 @@ from difforge.artifact.manifest import (
 )
 from difforge.artifact.staging import check_target, staged_folder
 from difforge.artifact.weights import custom_ops_in, graph_files, share_weights
+from difforge.calib.gates import Run, onnx_run
+from difforge.calib.int8 import check_method
+from difforge.calib.lower import Int8Writer, LowerResult, LowerSettings, lower_graph
+from difforge.calib.precision import component_precisions
 from difforge.config import BuildConfig
 from difforge.errors import DifforgeError
 from difforge.versions import library_versions
@@ -49,6 +55,8 @@ class ComponentBuild:
     check: dict[str, float] | None = None
     files: list[str] = field(default_factory=list)
     plugin_ops: list[str] = field(default_factory=list)
+    #: a lowered precision: what was lowered and what its gate measured
+    quality: dict[str, Any] | None = None
 
 
 class EngineBuilder(ABC):
@@ -60,11 +68,15 @@ class EngineBuilder(ABC):
     default_custom_ops: ClassVar[str] = "inline"
     #: whether built components are ONNX graphs (their variants' weights are then re-shared)
     writes_onnx: ClassVar[bool] = True
+    #: the precisions this backend builds
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
 
     def __init__(self, config: BuildConfig, reporter: Reporter | None = None) -> None:
         self.config = config
         self.rep = reporter or SilentReporter()
         self.custom_ops = config.custom_ops or self.default_custom_ops
+        self._precisions: dict[str, str] = {}
+        self.calibration: CalibrationData | None = None
         if self.custom_ops not in CUSTOM_OP_CHOICES:
             raise DifforgeError(
                 f"--custom-ops takes {' or '.join(CUSTOM_OP_CHOICES)}, got {self.custom_ops!r}"
@@ -76,6 +88,56 @@ class EngineBuilder(ABC):
             raise DifforgeError(
                 f"--threads must be 0 (all cores) or more, got {self.config.threads}"
             )
+        precision = self.config.precision
+        for role, value in precision.roles.items():
+            if value not in self.precisions:
+                raise DifforgeError(
+                    f"the {self.backend} backend cannot build {value} engines ({role}); it "
+                    f"builds {', '.join(self.precisions)}{self._precision_hint(value)}"
+                )
+        if not 0.0 < precision.min_cosine <= 1.0:
+            raise DifforgeError(f"--min-cosine must be in (0, 1], got {precision.min_cosine}")
+        check_method(precision.calib_method)
+
+    @staticmethod
+    def _precision_hint(value: str) -> str:
+        from difforge.engines import available_backends, builder_class
+
+        able = [b for b in available_backends() if value in builder_class(b).precisions]
+        return f" (for {value}: --backend {' or '.join(able)})" if able else ""
+
+    def int8_writer(self) -> Int8Writer | None:
+        """This backend's own INT8 quantizer, if it has one; else the Q/DQ graph of ONNX
+        Runtime's tools (what ONNX Runtime and TensorRT build)."""
+        return None
+
+    def precision_of(self, key: str) -> str:
+        """The precision component ``key`` is built in (set by :meth:`build`)."""
+        return self._precisions.get(key, "fp32")
+
+    def lower(
+        self, key: str, src: Path, graph: Path, out: Path, finish: Callable[[Path], Run]
+    ) -> LowerResult:
+        """Lower the fp32 ``graph`` of component ``key`` to its precision at ``out``; the gate
+        compares ``finish(out)`` against the exported graph ``src`` on ONNX Runtime."""
+        precision = self.config.precision
+        settings = LowerSettings(
+            method=precision.calib_method,
+            min_cosine=precision.min_cosine,
+            gate=precision.gate,
+            sensitivity=precision.sensitivity,
+            int8_writer=self.int8_writer(),
+        )
+        value = self.precision_of(key)
+        with self.rep.task(f"lower {key} to {value}"):
+            result = lower_graph(
+                key, value, graph, out, self.calibration, onnx_run(str(src)), finish, settings
+            )
+        gate = result.gate
+        passed = f"gate {gate.describe()}" if gate is not None else "no gate (--no-gate)"
+        kept = f"; kept in fp32: {', '.join(result.kept_fp32)}" if result.kept_fp32 else ""
+        self.rep.note(f"{key}: {value}, {result.lowered} nodes lowered; {passed}{kept}")
+        return result
 
     @abstractmethod
     def build_component(
@@ -92,6 +154,13 @@ class EngineBuilder(ABC):
                 f"{config.source} is already a built artifact; build from an export folder"
             )
         self.check_config()
+        roles = {key: entry.role for key, entry in manifest.components.items()}
+        self._precisions = component_precisions(config.precision.roles, roles, roles)
+        self.calibration = (
+            CalibrationData(config.source, manifest.calibration)
+            if manifest.calibration is not None
+            else None
+        )
         check_target(config.output, config.force)
         with staged_folder(config.output, config.force) as staging:
             self._copy_unowned(manifest, config.source, staging)
@@ -104,6 +173,9 @@ class EngineBuilder(ABC):
                 self._reshare_variant_weights(manifest, staging)
             for role, entry in manifest.components.items():
                 entry.engine = self._record(entry, builds[role], config.source, staging)
+                entry.precision = self.precision_of(role)
+                if not self.writes_onnx:  # the component's file is now its engine's first
+                    entry.file = builds[role].files[0]
             manifest.stage = Stage.BUILT
             manifest.created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             manifest.versions = {**manifest.versions, **library_versions()}
@@ -126,6 +198,7 @@ class EngineBuilder(ABC):
             custom_ops={op: "plugin" if op in kept else "inlined" for op in exported},
             passes=list(done.passes),
             check=done.check,
+            quality=done.quality,
         )
 
     @staticmethod

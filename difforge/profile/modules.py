@@ -8,9 +8,10 @@ they copy; fused nodes get the metadata of the pattern's first node or none.
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
+
+from difforge.artifact.scopes import module_path
 
 #: Module names at which time is aggregated: finer paths (to_q, net.0.proj) fold into these.
 _UNIT = re.compile(
@@ -18,26 +19,6 @@ _UNIT = re.compile(
     r"time_embedding|time_proj|conv_in|conv_out|conv_norm_out|conv_act|mid_block|"
     r"self_attn|mlp|layer_norm\d*|embeddings|final_layer_norm|post_quant_conv|up_blocks\.\d+)$"
 )
-
-
-def _parse_list(text: str) -> list[str]:
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return []
-    return [str(v) for v in value] if isinstance(value, list) else []
-
-
-def module_path(meta: dict[str, str]) -> str | None:
-    """The deepest module path a node came from (``None`` without exporter metadata).
-
-    ``name_scopes`` ends with the FX node's own name; the entries before it are modules.
-    """
-    scopes = _parse_list(meta.get("pkg.torch.onnx.name_scopes", ""))
-    if not scopes:
-        return None
-    modules = [s for s in scopes[:-1] if s and not s.startswith("_empty_nn_module_stack")]
-    return modules[-1] if modules else ""
 
 
 def unit_path(path: str) -> str:

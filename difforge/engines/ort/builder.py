@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import onnx_ir as ir
 from difforge.artifact.feeds import sample_feeds
 from difforge.artifact.manifest import CUSTOM_OP_DOMAIN, ComponentEntry
 from difforge.artifact.weights import graph_files
+from difforge.calib.gates import onnx_run
 from difforge.engines import register_builder
 from difforge.engines.base import ComponentBuild, EngineBuilder
 from difforge.engines.ort.divergence import first_divergence
@@ -95,8 +97,23 @@ class OrtBuilder(EngineBuilder):
     """Graph passes for ONNX Runtime's CPU provider; custom ops inlined unless kept."""
 
     backend = "ort"
+    precisions = ("fp32", "fp16", "int8")
 
     def build_component(
+        self, role: str, entry: ComponentEntry, src: Path, dst: Path
+    ) -> ComponentBuild:
+        done = self._build_fp32(role, entry, src, dst)
+        if self.precision_of(role) == "fp32":
+            return done
+        with tempfile.TemporaryDirectory(dir=dst.parent.parent) as tmp:
+            fp32 = Path(tmp) / dst.name
+            for name in graph_files(dst, dst.parent):
+                shutil.move(dst.parent / name, Path(tmp) / name)
+            result = self.lower(role, src, fp32, dst, lambda path: onnx_run(str(path)))
+        done.quality = result.record()
+        return done
+
+    def _build_fp32(
         self, role: str, entry: ComponentEntry, src: Path, dst: Path
     ) -> ComponentBuild:
         settings = session_settings(self.config.threads)
