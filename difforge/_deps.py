@@ -37,6 +37,7 @@ OPTIONAL_PACKAGES = frozenset(
         "psutil",
         "sympy",
         "openvino",
+        "nncf",
         "sklearn",
         "scipy",
         "triton",
@@ -45,13 +46,17 @@ OPTIONAL_PACKAGES = frozenset(
 COMMAND_EXTRAS = {"profile": "profile", "bench": "bench"}  # every other command: "compile"
 
 
+#: packages that belong to one extra whatever the command (an OpenVINO artifact's runner)
+PACKAGE_EXTRAS = {"openvino": "openvino", "nncf": "openvino"}
+
+
 def missing_extra_message(command: str | None, exc: ImportError) -> str | None:
     """One line for a command run on an install without its extra (an edge install has the
     torch-free runtime only); None when ``exc`` is not a missing optional package."""
     package = (exc.name or "").partition(".")[0]
     if package not in OPTIONAL_PACKAGES:
         return None
-    extra = COMMAND_EXTRAS.get(command or "", "compile")
+    extra = PACKAGE_EXTRAS.get(package) or COMMAND_EXTRAS.get(command or "", "compile")
     return (
         f"`difforge {command}` needs {package!r}, which this install lacks (the core is the "
         f"torch-free runtime: run, info ARTIFACT); pip install 'difforge[{extra}]'"

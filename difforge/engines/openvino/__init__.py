@@ -1,0 +1,1 @@
+"""OpenVINO engines (CPU): compiled from the ONNX graph, lowered by precision."""
