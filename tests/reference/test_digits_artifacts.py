@@ -16,27 +16,19 @@ from click.testing import CliRunner
 
 from difforge.evaluation.fidelity import psnr
 from difforge.reference.folders import CLEAR_WEIGHTS, MODELS_DIR, load_denoiser
+from tests.digits_artifacts import compile_digits, shared_digits_artifact
 
 MIN_PSNR = 40.0
 
 
-def _compile(out: Path, model: str, patches: list[str] | None = None) -> Path:
-    from difforge import CompileConfig, ExportConfig, compile
-
-    config = ExportConfig(
-        output=out, model=MODELS_DIR / model, patches=patches or [], max_batch=4
-    )
-    return compile(CompileConfig(export=config))
-
-
 @pytest.fixture(scope="session")
 def digits_unet_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _compile(tmp_path_factory.mktemp("digits-unet") / "a", "digits-unet")
+    return shared_digits_artifact(tmp_path_factory, "digits-unet")
 
 
 @pytest.fixture(scope="session")
 def digits_student_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _compile(tmp_path_factory.mktemp("digits-4step") / "a", "digits-unet-4step")
+    return shared_digits_artifact(tmp_path_factory, "digits-unet-4step")
 
 
 def _runtime_vs_torch(artifact: Path, model: torch.nn.Module, steps: int, guidance: float) -> None:
@@ -120,7 +112,7 @@ def test_clear_distilled_dit_compiles_and_matches_pytorch(tmp_path: Path) -> Non
     from difforge import api
 
     weights = MODELS_DIR / "digits-dit-clear" / CLEAR_WEIGHTS
-    artifact = _compile(tmp_path / "a", "digits-dit", [f"clear:radius=4,weights={weights}"])
+    artifact = compile_digits(tmp_path / "a", "digits-dit", [f"clear:radius=4,weights={weights}"])
     report = api.evaluate(artifact, images=2, quality_samples=0, steps=10)
     assert report.worst_psnr >= MIN_PSNR
 

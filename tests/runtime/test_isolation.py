@@ -44,17 +44,14 @@ print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))
     assert png.stat().st_size > 0
 
 
-def test_class_grid_run_stays_torch_free(tmp_path: Path) -> None:
-    """`run --classes` on a pixel-space digits artifact (exported here, so torch is allowed in
-    this process, not in the child)."""
-    from difforge import CompileConfig, ExportConfig, compile
-    from difforge.reference.folders import MODELS_DIR
+def test_class_grid_run_stays_torch_free(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """`run --classes` on a pixel-space digits artifact (compiled in this process, here or by
+    an earlier test, so torch is allowed in this process, not in the child)."""
+    from tests.digits_artifacts import shared_digits_artifact
 
-    art = compile(
-        CompileConfig(
-            export=ExportConfig(output=tmp_path / "a", model=MODELS_DIR / "digits-unet-1step")
-        )
-    )
+    art = shared_digits_artifact(tmp_path_factory, "digits-unet-4step")
     png = tmp_path / "grid.png"
     code = f"""
 import sys, json
