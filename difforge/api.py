@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any
 from difforge._progress import Reporter, SilentReporter
 from difforge.artifact.manifest import Manifest, read_manifest
 from difforge.artifact.staging import check_target, scratch_folder
-from difforge.config import BuildConfig, CalibrateConfig, CompileConfig, ExportConfig
+from difforge.config import (
+    BuildConfig,
+    CalibrateConfig,
+    CompileConfig,
+    ExportConfig,
+    PrecisionConfig,
+)
 
 if TYPE_CHECKING:
     from difforge.engines.base import EngineBuilder
@@ -55,13 +61,28 @@ def calibrate(config: CalibrateConfig, reporter: Reporter | None = None) -> Path
         )
 
 
+def _check_precision(precision: PrecisionConfig, source: Manifest | None) -> None:
+    """What ``--precision`` asks, checked before any export or calibration: the prompt file,
+    and (given the source) the components it names."""
+    from difforge.calib.precision import component_precisions
+    from difforge.calib.prompts import read_prompts
+
+    if precision.lowered and precision.calib_prompts is not None:
+        read_prompts(precision.calib_prompts)
+    if source is not None:
+        roles = {key: entry.role for key, entry in source.components.items()}
+        component_precisions(precision.roles, roles, roles)
+
+
 def build(config: BuildConfig, reporter: Reporter | None = None) -> Path:
     """Build an engine artifact for ``config.backend`` from an export folder (calibrated
     first, in a scratch folder, when a lowered precision needs data the source lacks)."""
     rep = reporter or SilentReporter()
     builder = _builder(config, rep)
     builder.check_config()
-    if not config.precision.lowered or read_manifest(config.source, verify=False).calibration:
+    source = read_manifest(config.source, verify=False)
+    _check_precision(config.precision, source)
+    if not config.precision.lowered or source.calibration:
         return builder.build()
     check_target(config.output, config.force)
     config.output.parent.mkdir(parents=True, exist_ok=True)
@@ -98,6 +119,7 @@ def compile(config: CompileConfig, reporter: Reporter | None = None) -> Path:
         precision=config.precision,
     )
     _builder(build_config, rep).check_config()  # bad build settings fail before the export
+    _check_precision(config.precision, None)
     check_target(target, config.export.force)
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = scratch_folder(target, "export")

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from difforge.artifact.manifest import PRECISIONS
 from difforge.errors import DifforgeError
 
+#: the component roles an artifact may have
+ROLES = ("text_encoder", "denoiser", "vae_decoder")
 #: precisions that need recorded activations (scales)
 NEEDS_CALIBRATION = ("int8",)
 #: INT8 calibration methods (ONNX Runtime's CalibrationMethod names, lower-cased)
@@ -34,6 +36,10 @@ def parse_precision(text: str | None) -> dict[str, str]:
             )
         if not role:
             raise DifforgeError(f"--precision: {part!r} names no component")
+        if role not in ROLES:
+            raise DifforgeError(
+                f"--precision: unknown component {role!r} (one of {', '.join(ROLES)})"
+            )
         if role in out:
             raise DifforgeError(f"--precision names {role} twice")
         out[role] = value

@@ -59,7 +59,7 @@ class CalibrationSettings:
     def check(self) -> None:
         if not 2 <= self.trajectories <= MAX_TRAJECTORIES:
             raise DifforgeError(
-                f"--calib-samples must be in [2, {MAX_TRAJECTORIES}], got {self.trajectories}"
+                f"calibration needs 2 to {MAX_TRAJECTORIES} images, got {self.trajectories}"
             )
         if not 1 <= self.gate_trajectories < self.trajectories:
             raise DifforgeError(

@@ -108,7 +108,7 @@ def test_stratified_subset_keeps_each_bucket_and_split() -> None:
 @pytest.mark.parametrize(
     ("settings", "needle"),
     [
-        (CalibrationSettings(trajectories=1), "--calib-samples must be in [2,"),
+        (CalibrationSettings(trajectories=1), "calibration needs 2 to 4096 images, got 1"),
         (CalibrationSettings(trajectories=4, gate_trajectories=4), "held-out images"),
         (CalibrationSettings(buckets=0), "--buckets must be in"),
     ],
