@@ -27,6 +27,11 @@ from difforge.cli._common import parse_ints, rich_progress
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--no-compile", is_flag=True, help="Skip the torch.compile row.")
 @click.option(
+    "--no-lowered",
+    is_flag=True,
+    help="Skip difforge's lowered rows (calibration and int8/bf16 builds take minutes).",
+)
+@click.option(
     "--artifact",
     type=click.Path(path_type=Path),
     default=None,
@@ -41,6 +46,7 @@ def bench_command(
     out: Path | None,
     as_json: bool,
     no_compile: bool,
+    no_lowered: bool,
     artifact: Path | None,
     quiet: bool,
 ) -> None:
@@ -58,6 +64,7 @@ def bench_command(
         threads=threads,
         torch_compile=not no_compile,
         artifact=artifact,
+        lowered=not no_lowered,
     )
     with rich_progress(not quiet) as progress:
         result = run_bench(config, progress)  # type: ignore[arg-type]

@@ -30,6 +30,13 @@ from difforge.errors import DifforgeError
 @click.option(
     "--min-psnr", type=float, default=None, help="Exit 1 if the worst PSNR (dB) is below this."
 )
+@click.option(
+    "--against",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Compare with this artifact (the fp32 build of a lowered one) instead of PyTorch; "
+    "for digits models exit 1 unless accuracy and FD stay within the precision gate.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("-q", "--quiet", is_flag=True)
 def evaluate(
@@ -42,6 +49,7 @@ def evaluate(
     prompt: str | None,
     threads: int | None,
     min_psnr: float | None,
+    against: Path | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -54,7 +62,8 @@ def evaluate(
     if min_psnr is not None and not math.isfinite(min_psnr):
         raise DifforgeError(f"--min-psnr must be a finite number of dB, got {min_psnr}")
 
-    require(TORCH_SOURCE)
+    if against is None:
+        require(TORCH_SOURCE)
     from difforge import api
     from difforge.evaluation.run import format_report
 
@@ -68,6 +77,7 @@ def evaluate(
         prompt=prompt,
         threads=threads,
         reporter=reporter(quiet or as_json),
+        against=against,
     )
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))
     if min_psnr is not None and report.worst_psnr < min_psnr:
@@ -75,6 +85,9 @@ def evaluate(
             f"error: worst PSNR {report.worst_psnr:.2f} dB is below --min-psnr {min_psnr}",
             err=True,
         )
+        raise SystemExit(1)
+    if report.quality_gate is not None and not report.quality_gate["passed"]:
+        click.echo("error: the digits quality gate against the reference failed", err=True)
         raise SystemExit(1)
 
 

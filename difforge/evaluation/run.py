@@ -36,6 +36,12 @@ class EvalReport:
     images: list[ImageFidelity] = field(default_factory=list)
     #: Accuracy and FD of the engine's samples, for digits reference models.
     quality: dict[str, Any] | None = None
+    #: what the images were compared with: "pytorch", or the path of an fp32 artifact
+    against: str = "pytorch"
+    #: against an artifact, for digits models: the same scores of the reference artifact, and
+    #: whether the accuracy and FD stay within the precision gate
+    reference_quality: dict[str, Any] | None = None
+    quality_gate: dict[str, Any] | None = None
 
     @property
     def worst_psnr(self) -> float:
@@ -64,6 +70,9 @@ class EvalReport:
                 "ssim": {"worst": self.worst_ssim, "mean": self.mean_ssim},
             },
             "quality": self.quality,
+            "against": self.against,
+            "reference_quality": self.reference_quality,
+            "quality_gate": self.quality_gate,
         }
 
 
@@ -180,10 +189,12 @@ def evaluate(
     prompt: str | None = None,
     threads: int | None = None,
     reporter: Reporter | None = None,
+    against: str | Path | None = None,
 ) -> EvalReport:
-    """PSNR/SSIM of ``images`` engine images against PyTorch's (same seeds and schedule);
-    for digits reference models, also accuracy and FD over ``quality_samples`` (default
-    1,000; 0 skips)."""
+    """PSNR/SSIM of ``images`` engine images against PyTorch's (same seeds and schedule), or
+    against another artifact's (``against``: the fp32 build of a lowered one); for digits
+    reference models, also accuracy and FD over ``quality_samples`` (default 1,000; 0 skips),
+    and against an artifact whether they stay within :data:`DIGITS_GATE` of its scores."""
     from difforge.runtime import load
 
     rep = reporter or SilentReporter()
@@ -201,9 +212,16 @@ def evaluate(
     first = engine.resolve(
         _request(manifest, 0, seed, prompt, steps=steps, guidance_scale=guidance)
     )
-    reference = torch_pipeline(root, manifest, rep)
+    if against is None:
+        reference = torch_pipeline(root, manifest, rep)
+    else:
+        with rep.task(f"load reference {against}"):
+            reference = load(Path(against), threads=threads)
+        check_comparable(manifest, reference.manifest, Path(against))
     report = EvalReport(str(root), first.steps, first.guidance_scale)
-    with rep.progress("engine vs PyTorch", total=images) as advance:
+    report.against = "pytorch" if against is None else str(against)
+    what = "PyTorch" if against is None else "the reference artifact"
+    with rep.progress(f"engine vs {what}", total=images) as advance:
         for i in range(images):
             req = _request(manifest, i, seed + i, prompt, steps=steps, guidance_scale=guidance)
             ours = engine(req).images[0]
@@ -218,13 +236,42 @@ def evaluate(
         raise DifforgeError("accuracy and FD need a digits reference model (models/digits-*)")
     if wanted:
         report.quality = digit_quality(engine, wanted, steps, guidance, seed, rep)
+        if against is not None:
+            report.reference_quality = digit_quality(
+                reference, wanted, steps, guidance, seed, rep
+            )
+            report.quality_gate = digits_gate(report.quality, report.reference_quality)
     return report
+
+
+#: a lowered digits artifact against its fp32 build: accuracy within 2 points, FD within 15%
+DIGITS_GATE = {"max_accuracy_drop": 0.02, "max_fd_ratio": 1.15}
+
+
+def digits_gate(ours: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
+    drop = float(ref["accuracy"]) - float(ours["accuracy"])
+    ratio = float(ours["fd"]) / max(float(ref["fd"]), 1e-12)
+    return {
+        "accuracy_drop": drop,
+        "fd_ratio": ratio,
+        **DIGITS_GATE,
+        "passed": drop <= DIGITS_GATE["max_accuracy_drop"]
+        and ratio <= DIGITS_GATE["max_fd_ratio"],
+    }
+
+
+def check_comparable(ours: Manifest, ref: Manifest, where: Path) -> None:
+    """The reference artifact must make the same images: same model, pipeline and patches."""
+    if (ours.source, ours.patches, ours.pipeline) != (ref.source, ref.patches, ref.pipeline):
+        raise DifforgeError(
+            f"{where} is not a build of the same model (source, patches or pipeline differ)"
+        )
 
 
 def format_report(report: EvalReport) -> str:
     lines = [
         f"{report.artifact}: {len(report.images)} images, {report.steps} steps, "
-        f"guidance {report.guidance}",
+        f"guidance {report.guidance}, against {report.against}",
         f"{'seed':>6}  {'request':<24} {'PSNR dB':>8} {'SSIM':>8}",
     ]
     for i in report.images:
@@ -241,5 +288,14 @@ def format_report(report: EvalReport) -> str:
         lines.append(
             f"digits: class accuracy {q['accuracy']:.4f}, FD {q['fd']:.2f} over "
             f"{q['samples']} samples{note}"
+        )
+    if report.reference_quality and report.quality_gate:
+        r, g = report.reference_quality, report.quality_gate
+        verdict = "passed" if g["passed"] else "FAILED"
+        lines.append(
+            f"reference: class accuracy {r['accuracy']:.4f}, FD {r['fd']:.2f}; gate {verdict} "
+            f"(accuracy drop {g['accuracy_drop'] * 100:+.2f} points <= "
+            f"{g['max_accuracy_drop'] * 100:.0f}, FD x{g['fd_ratio']:.3f} <= "
+            f"x{g['max_fd_ratio']})"
         )
     return "\n".join(lines)

@@ -142,6 +142,14 @@ def profile(config: ProfileConfig, progress: Progress | None = None) -> dict[str
     say = progress or _silent
     pipeline = load(config.artifact, threads=config.threads)
     manifest = pipeline.manifest
+    others = sorted(
+        {e.engine.backend for e in manifest.components.values() if e.engine is not None} - {"ort"}
+    )
+    if others:  # the per-op profile and the roofline read ONNX Runtime's profiler and graphs
+        raise DifforgeError(
+            f"difforge profile reads ONNX Runtime's profiler and ONNX graphs; this artifact's "
+            f"engines are {', '.join(others)} (difforge run prints their stage timings)"
+        )
     denoiser = manifest.components["denoiser"]
     resolution = config.resolution or manifest.pipeline.resolution.default
     pipeline.resolve(request_for(pipeline, resolution, config.batch, config.steps))  # range checks

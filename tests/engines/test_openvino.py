@@ -116,3 +116,10 @@ def test_onnx_runtime_refuses_bf16_and_names_the_backend_that_builds_it(
             )
         )
     assert not (tmp_path / "x").exists()
+
+
+def test_profile_says_it_reads_onnx_runtime_only(tiny_sd_openvino: Path) -> None:
+    from difforge.profile.profiler import ProfileConfig, profile
+
+    with pytest.raises(DifforgeError, match="this artifact's engines are openvino"):
+        profile(ProfileConfig(artifact=tiny_sd_openvino, runs=1))

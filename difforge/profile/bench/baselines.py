@@ -151,10 +151,22 @@ def difforge_artifact(artifact: Path, threads: int) -> Baseline:
         return runner.infer(feeds)["noise_pred"]
 
     entry = pipeline.manifest.components["denoiser"]
-    passes = entry.engine.passes if entry.engine is not None else []
+    engine = entry.engine
+    passes = engine.passes if engine is not None else []
     fusions = {k: v for p in passes for k, v in p.details.get("fusions", {}).items()}
     fused = ", ".join(f"{v} {k}" for k, v in fusions.items())
-    return Baseline("difforge (ORT, built)", entry.precision, infer, fused or "no fusions")
+    backend = engine.backend if engine is not None else "ort"
+    note = fused or "no fusions"
+    quality = engine.quality if engine is not None else None
+    if quality and quality.get("gate"):
+        gate = quality["gate"]
+        kept = quality.get("groups_kept_fp32") or []
+        note = (
+            f"gate: lowest bucket cosine {min(gate['mean'].values()):.4f}"
+            + (f"; {len(kept)} layer groups kept in fp32" if kept else "")
+        )
+    label = f"difforge {entry.precision} ({'ORT' if backend == 'ort' else 'OpenVINO'})"
+    return Baseline(label, entry.precision, infer, note, fp32=entry.precision == "fp32")
 
 
 def _first_line(exc: BaseException) -> str:

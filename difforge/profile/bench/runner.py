@@ -34,6 +34,8 @@ class BenchConfig:
     batch: int = 1
     #: a built artifact to bench instead of compiling one (must cover the bench sizes)
     artifact: Path | None = None
+    #: difforge's lowered rows (int8, bf16 on ONNX Runtime and OpenVINO) beside fp32
+    lowered: bool = True
 
 
 def _feeds(spec: Any, latent: int, batch: int) -> dict[str, np.ndarray]:
@@ -43,8 +45,8 @@ def _feeds(spec: Any, latent: int, batch: int) -> dict[str, np.ndarray]:
 
 def _build(config: BenchConfig, work: Path, threads: int, say: Progress) -> list[bl.Baseline]:
     """Export, compile and load every row once (none of this is timed)."""
-    from difforge import compile as compile_artifact
-    from difforge.config import CompileConfig, ExportConfig, ResolutionRange
+    from difforge import build, export
+    from difforge.config import BuildConfig, ExportConfig, ResolutionRange
     from difforge.exporter.components import components_for
     from difforge.exporter.prepare import resolve_resolution
     from difforge.sources import load_source
@@ -78,21 +80,63 @@ def _build(config: BenchConfig, work: Path, threads: int, say: Progress) -> list
     rows.append(bl.openvino(plain, threads, "f32"))
     rows.append(bl.openvino(plain, threads, None))
     say("set up baselines", 4, steps)
-    artifact = config.artifact or compile_artifact(
-        CompileConfig(
+    exported = None
+    artifact = config.artifact
+    if artifact is None:
+        exported = export(
             ExportConfig(
-                output=work / "artifact",
+                output=work / "export",
                 preset=config.preset,
                 resolution=ResolutionRange(lo, lo, hi),
                 max_batch=config.batch,
                 verify=False,
-            ),
-            threads=threads,
+            )
         )
-    )
+        artifact = build(BuildConfig(source=exported, output=work / "artifact", threads=threads))
     say("set up baselines", 5, steps)
     rows.append(bl.difforge_artifact(artifact, threads))
+    if config.lowered and exported is not None:
+        rows.extend(_lowered(exported, work, threads, say))
     say("set up baselines", 6, steps)
+    return rows
+
+
+#: difforge's lowered rows: (backend, precision), built from one calibrated export
+LOWERED = [
+    ("openvino", "fp32"),
+    ("ort", "int8"),
+    ("openvino", "int8"),
+    ("ort", "bf16"),
+    ("openvino", "bf16"),
+]
+
+
+def _lowered(exported: Path, work: Path, threads: int, say: Progress) -> list[bl.Baseline]:
+    """Calibrate the export once and build each lowered row behind its gate (with
+    ``--sensitivity``); a row that cannot be built here keeps its line, saying why."""
+    from difforge import build, calibrate
+    from difforge.config import BuildConfig, CalibrateConfig, PrecisionConfig
+
+    rows = []
+    calibrated = calibrate(CalibrateConfig(exported, work / "calibrated"))
+    for i, (backend, precision) in enumerate(LOWERED):
+        say("build lowered rows", i, len(LOWERED))
+        lowered = precision != "fp32"
+        config = BuildConfig(
+            source=calibrated,
+            output=work / f"{backend}-{precision}",
+            backend=backend,
+            threads=threads,
+            precision=PrecisionConfig(
+                roles={"denoiser": precision} if lowered else {}, sensitivity=True
+            ),
+        )
+        try:
+            rows.append(bl.difforge_artifact(build(config), threads))
+        except DifforgeError as exc:
+            label = f"difforge {precision} ({backend})"
+            rows.append(bl.Baseline(label, precision, None, f"not built: {exc}", fp32=False))
+    say("build lowered rows", len(LOWERED), len(LOWERED))
     return rows
 
 

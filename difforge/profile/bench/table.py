@@ -21,6 +21,26 @@ def verdict(rows: list[dict[str, Any]]) -> str:
     return "fastest fp32 row" if not slower else "slower than " + ", ".join(slower)
 
 
+#: difforge's best gate-passing row against OpenVINO's default precision from a plain export
+GOAL = 1.25
+
+
+def goal(rows: list[dict[str, Any]]) -> str:
+    """difforge's fastest row (every lowered row passed its gate to be built) against
+    OpenVINO's default precision, and whether it reaches :data:`GOAL`."""
+    ours = [r for r in rows if r["name"].startswith("difforge") and "stats" in r]
+    base = next((r for r in rows if r["name"] == "OpenVINO default" and "stats" in r), None)
+    if not ours or base is None:
+        return "no OpenVINO default row to compare with"
+    best = min(ours, key=lambda r: r["stats"]["p50"])
+    ratio = base["stats"]["p50"] / best["stats"]["p50"]
+    met = "met" if ratio >= GOAL else "missed"
+    return (
+        f"best difforge row {best['name']} is {ratio:.2f}× OpenVINO default "
+        f"(goal {GOAL}×: {met})"
+    )
+
+
 def render_block(result: dict[str, Any]) -> str:
     m = result["machine"]
     libs = ", ".join(f"{k} {v}" for k, v in m["libraries"].items())
@@ -58,5 +78,5 @@ def render_block(result: dict[str, Any]) -> str:
                 f"{_ms(s['p10'])}–{_ms(s['p90'])} | {ratio} | {row['max_abs_error']:.1e} | "
                 f"{row['note']} |"
             )
-        lines += ["", f"difforge fp32: **{verdict(block['rows'])}**."]
+        lines += ["", f"difforge fp32: **{verdict(block['rows'])}**; {goal(block['rows'])}."]
     return "\n".join(lines)
