@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from difforge._progress import Reporter, SilentReporter
+from difforge.artifact.calibration import FOLDER as CALIBRATION_FOLDER
 from difforge.artifact.calibration import CalibrationData
 from difforge.artifact.manifest import (
     ComponentEntry,
@@ -177,6 +178,7 @@ class EngineBuilder(ABC):
                 if not self.writes_onnx:  # the component's file is now its engine's first
                     entry.file = builds[role].files[0]
             manifest.stage = Stage.BUILT
+            manifest.calibration = None  # measured into each engine record; not shipped
             manifest.created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             manifest.versions = {**manifest.versions, **library_versions()}
             write_manifest(staging, manifest)
@@ -203,8 +205,11 @@ class EngineBuilder(ABC):
 
     @staticmethod
     def _copy_unowned(manifest: Manifest, source: Path, staging: Path) -> None:
-        """Copy the files no component graph owns (tokenizer files, shared weights)."""
+        """Copy the files no component graph owns (tokenizer files, shared weights); not the
+        calibration data, which the built artifact does not carry."""
         for rel in manifest.files:
+            if rel.startswith(f"{CALIBRATION_FOLDER}/"):
+                continue
             owned = any(
                 rel == c.file or rel.startswith(c.file + ".") for c in manifest.components.values()
             )

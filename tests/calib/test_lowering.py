@@ -45,6 +45,8 @@ def test_int8_denoiser_passes_its_gate_and_runs(
     manifest = info(int8_artifact)
     entry = manifest.components["denoiser"]
     assert entry.precision == "int8"
+    # the calibration data stays in the calibrated folder: measured, not shipped
+    assert manifest.calibration is None and not (int8_artifact / "calibration").exists()
     assert manifest.components["text_encoder"].precision == "fp32"
     assert entry.engine is not None and entry.engine.quality is not None
     quality = entry.engine.quality
