@@ -140,17 +140,77 @@ def test_fp16_denoiser_runs_on_onnx_runtime_within_its_gate(
     assert image.std() > 1
 
 
-def test_a_missed_gate_names_its_bucket_and_layer_group(
-    tiny_sd_calibrated: Path, tmp_path: Path
-) -> None:
-    strict = {"roles": {"denoiser": "int8"}, "min_cosine": 0.999999}
+def _two_group_graph(tmp: Path) -> Path:
+    """Two MatMuls in two layer groups (module scopes as the exporter records them)."""
+    import onnx.parser
+
+    model = onnx.parser.parse_model(
+        """
+        <ir_version: 9, opset_import: ["" : 20]>
+        g (float[8, 32] sample) => (float[8, 32] noise_pred) {
+            h = MatMul (sample, w1)
+            noise_pred = MatMul (h, w2)
+        }
+        """
+    )
+    rng = np.random.default_rng(0)
+    for i, node in enumerate(model.graph.node):
+        node.name = f"mm{i}"
+        entry = node.metadata_props.add()
+        entry.key = "pkg.torch.onnx.name_scopes"
+        entry.value = repr(["", "m", f"m.blocks.{i}", f"m.blocks.{i}.proj", "mm"])
+        weight = rng.standard_normal((32, 32)).astype(np.float32)
+        model.graph.initializer.append(onnx.numpy_helper.from_array(weight, f"w{i + 1}"))
+    path = tmp / "g.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_missed_gate_names_its_bucket_and_layer_group(tmp_path: Path) -> None:
+    from difforge.artifact.calibration import (
+        CalibrationData,
+        CalibrationSection,
+        CalibrationWriter,
+    )
+    from difforge.calib.gates import onnx_run
+    from difforge.calib.lower import LowerSettings, lower_graph
+
+    graph = _two_group_graph(tmp_path)
+    writer = CalibrationWriter()
+    rng = np.random.default_rng(1)
+    for traj in range(3):  # the last image is the gate's
+        for step in range(4):
+            sample = rng.standard_normal((8, 32)).astype(np.float32)
+            writer.add("denoiser", {"sample": sample}, [traj, step, step // 2])
+    section = CalibrationSection(0, 4, 3, 1, 2, 1.0, 8, "x", writer.write(tmp_path / "cal"))
+    data = CalibrationData(tmp_path / "cal", section)
+    strict = LowerSettings(min_cosine=0.999999)  # int8 never reaches it
+    out = tmp_path / "out" / "g.onnx"
     with pytest.raises(DifforgeError) as caught:
-        _build(tiny_sd_calibrated, tmp_path / "strict", **strict)
+        lower_graph(
+            "denoiser",
+            "int8",
+            graph,
+            out,
+            data,
+            onnx_run(str(graph)),
+            lambda path: onnx_run(str(path)),
+            strict,
+        )
     text = str(caught.value)
-    assert "misses the quality gate in timestep bucket t" in text
-    assert "the layer group that hurts most is unet." in text
-    assert "--sensitivity" in text
-    assert not (tmp_path / "strict").exists()
+    assert "denoiser: int8 misses the quality gate in timestep bucket t" in text
+    assert "the layer group that hurts most is m.blocks." in text and "--sensitivity" in text
+    kept = lower_graph(
+        "denoiser",
+        "int8",
+        graph,
+        out,
+        data,
+        onnx_run(str(graph)),
+        lambda path: onnx_run(str(path)),
+        LowerSettings(min_cosine=0.9),
+    )
+    assert kept.gate is not None and kept.gate.passed and kept.lowered == 2
 
 
 def test_sensitivity_keeps_the_worst_groups_in_fp32(
