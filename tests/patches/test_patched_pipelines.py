@@ -3,10 +3,12 @@ PyTorch pipeline (same weights, latents, per-step variants and per-step inputs) 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_exports import shared_unpatched_exports
 
 from difforge import CompileConfig, ExportConfig, ResolutionRange, compile
 from difforge.runtime import GenerateRequest, load
@@ -17,6 +19,14 @@ pytestmark = pytest.mark.slow
 
 STEPPED = {"redilate", "raunet"}
 CASES = PATCH_CASES
+
+
+@pytest.fixture(scope="module")
+def unpatched_exports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The cases share their text encoders' and VAE decoders' exports (patches change only the
+    denoiser; identical components export to identical bytes): see shared_exports.py."""
+    with shared_unpatched_exports(tmp_path_factory.mktemp("unpatched-exports")):
+        yield
 
 
 def _compile(tmp: Path, preset: str, patch: str, size: int) -> Path:
@@ -35,6 +45,7 @@ def _compile(tmp: Path, preset: str, patch: str, size: int) -> Path:
 
 
 @pytest.mark.parametrize(("preset", "patch", "size"), CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+@pytest.mark.usefixtures("unpatched_exports")
 def test_patched_artifact_matches_patched_pytorch(
     tmp_path: Path, preset: str, patch: str, size: int
 ) -> None:
