@@ -12,6 +12,8 @@ import onnx
 import pytest
 
 from difforge import BuildConfig, GenerateRequest, PrecisionConfig, build, info, load
+from difforge.artifact.calibration import CalibrationData, CalibrationSection, CalibrationWriter
+from difforge.calib.gates import Run, onnx_run
 from difforge.calib.trt_rules import check_qdq
 from difforge.errors import DifforgeError
 
@@ -166,24 +168,27 @@ def _two_group_graph(tmp: Path) -> Path:
     return path
 
 
-def test_a_missed_gate_names_its_bucket_and_layer_group(tmp_path: Path) -> None:
-    from difforge.artifact.calibration import (
-        CalibrationData,
-        CalibrationSection,
-        CalibrationWriter,
-    )
-    from difforge.calib.gates import onnx_run
-    from difforge.calib.lower import LowerSettings, lower_graph
+def _ort(path: Path) -> Run:
+    return onnx_run(str(path))
 
-    graph = _two_group_graph(tmp_path)
+
+def _two_group_case(tmp: Path) -> tuple[Path, CalibrationData]:
+    """The two-group graph and recorded feeds: 3 images x 4 steps, 2 buckets, 1 held out."""
+    graph = _two_group_graph(tmp)
     writer = CalibrationWriter()
     rng = np.random.default_rng(1)
     for traj in range(3):  # the last image is the gate's
         for step in range(4):
             sample = rng.standard_normal((8, 32)).astype(np.float32)
             writer.add("denoiser", {"sample": sample}, [traj, step, step // 2])
-    section = CalibrationSection(0, 4, 3, 1, 2, 1.0, 8, "x", writer.write(tmp_path / "cal"))
-    data = CalibrationData(tmp_path / "cal", section)
+    section = CalibrationSection(0, 4, 3, 1, 2, 1.0, 8, "x", writer.write(tmp / "cal"))
+    return graph, CalibrationData(tmp / "cal", section)
+
+
+def test_a_missed_gate_names_its_bucket_and_layer_group(tmp_path: Path) -> None:
+    from difforge.calib.lower import LowerSettings, lower_graph
+
+    graph, data = _two_group_case(tmp_path)
     strict = LowerSettings(min_cosine=0.999999)  # int8 never reaches it
     out = tmp_path / "out" / "g.onnx"
     with pytest.raises(DifforgeError) as caught:
@@ -213,26 +218,32 @@ def test_a_missed_gate_names_its_bucket_and_layer_group(tmp_path: Path) -> None:
     assert kept.gate is not None and kept.gate.passed and kept.lowered == 2
 
 
-def test_sensitivity_keeps_the_worst_groups_in_fp32(
-    tiny_sd_calibrated: Path, int8_artifact: Path, tmp_path: Path
-) -> None:
-    lowest = min(info(int8_artifact).components["denoiser"].engine.quality["gate"]["mean"].values())
-    # a threshold the full int8 graph misses, so some groups must stay in fp32
-    threshold = 1.0 - (1.0 - lowest) / 4
-    out = _build(
-        tiny_sd_calibrated,
-        tmp_path / "sens",
-        roles={"denoiser": "int8"},
-        min_cosine=threshold,
-        sensitivity=True,
+def test_sensitivity_keeps_the_worst_groups_in_fp32(tmp_path: Path) -> None:
+    from difforge.calib.lower import LowerSettings, lower_graph
+
+    graph, data = _two_group_case(tmp_path)
+    ref = onnx_run(str(graph))
+    out = tmp_path / "out" / "g.onnx"
+    full = lower_graph(
+        "denoiser", "int8", graph, out, data, ref, _ort, LowerSettings(min_cosine=0.5)
     )
-    quality = info(out).components["denoiser"].engine.quality
-    assert quality["groups_kept_fp32"]
-    assert set(quality["group_sensitivity"]) >= set(quality["groups_kept_fp32"])
-    assert quality["gate"]["passed"] and min(quality["gate"]["mean"].values()) >= threshold
-    # the kept groups are the worst alone, in order
-    ranked = sorted(quality["group_sensitivity"], key=quality["group_sensitivity"].get)
-    assert quality["groups_kept_fp32"] == ranked[: len(quality["groups_kept_fp32"])]
+    assert full.gate is not None
+    # a threshold the fully int8 graph misses, so some group must stay in fp32
+    threshold = 1.0 - (1.0 - full.gate.lowest) / 3
+    kept = lower_graph(
+        "denoiser",
+        "int8",
+        graph,
+        out,
+        data,
+        ref,
+        _ort,
+        LowerSettings(min_cosine=threshold, sensitivity=True),
+    )
+    assert kept.kept_fp32 and kept.lowered == 1
+    assert kept.gate is not None and kept.gate.passed and kept.gate.lowest >= threshold
+    ranked = sorted(kept.groups, key=kept.groups.__getitem__)
+    assert kept.kept_fp32 == ranked[: len(kept.kept_fp32)]  # the worst alone, first
 
 
 def test_a_gate_without_calibration_data_is_refused(tiny_sd_artifact: Path, tmp_path: Path) -> None:
