@@ -7,7 +7,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx_ir as ir
 
 from difforge.artifact.feeds import sample_feeds
@@ -62,20 +61,10 @@ def optimize_graph(src: Path, dst: Path, passes: list[GraphPass]) -> list[GraphP
     return passes
 
 
-def _run(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, feeds), strict=True))
-
-
 def check_equivalent(entry: ComponentEntry, before: Path, after: Path, role: str) -> dict[str, Any]:
     """The optimised graph must compute what the exported one did (same ORT, same inputs)."""
     feeds = sample_feeds(entry, "opt")
-    ref, got = _run(before, feeds), _run(after, feeds)
+    ref, got = onnx_run(str(before))(feeds), onnx_run(str(after))(feeds)
     worst: dict[str, Any] = {"max_rel": 0.0, "max_abs": 0.0}
     for name, value in ref.items():
         errors = compare(value, got[name])
