@@ -1,4 +1,4 @@
-"""Time ONNX Runtime's per-node profile attributes to a model's self-attention modules.
+"""Time an engine's per-node profile attributes to a model's self-attention modules.
 
 A profiled node belongs to a self-attention module when the exporter's metadata (see
 :mod:`difforge.profile.modules`) places it in a module named ``attn1`` (diffusers' name for
@@ -166,15 +166,18 @@ def profile_attention(
     ]
 
 
-def attention_rows(traces: Sequence[Trace], graphs: Mapping[str, Path]) -> list[dict[str, Any]]:
+def attention_rows(
+    traces: Sequence[Trace], modules: Mapping[str, Mapping[str, str]]
+) -> list[dict[str, Any]]:
     """The report's ``ops.attention`` rows: per component with self-attention time, its core
-    and projection seconds and their share of the component's kernel time."""
+    and projection seconds and their share of the component's kernel time. ``modules`` maps
+    each component to its node -> deepest module table."""
     rows = []
     for trace in traces:
-        graph = graphs.get(trace.component)
-        if graph is None:
+        table = modules.get(trace.component)
+        if table is None:
             continue
-        split = split_trace(trace, attention_modules(graph))
+        split = split_trace(trace, table)
         if split.core + split.proj <= 0:
             continue
         rows.append(

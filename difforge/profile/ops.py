@@ -1,4 +1,5 @@
-"""Per-op time from ONNX Runtime's profiler, grouped by op type and by source module.
+"""Per-op time from an engine's profiler, grouped by op type, by source module and (where the
+engine names it) by the kernel implementation that ran.
 
 ONNX Runtime names each kernel event ``<node name>_kernel_time``. Nodes it creates while
 optimising the session (layout transforms, its own fusions) carry names derived from the
@@ -20,8 +21,9 @@ from difforge.profile.modules import label
 _SUFFIX = "_kernel_time"
 #: suffixes ONNX Runtime appends to node names it rewrites (NCHWc, fused activations, ...)
 _ORT_SUFFIX = re.compile(r"(_token_\d+|_nchwc)$")
-#: ONNX Runtime's NCHWc layout conversions between plain and blocked tensors
-LAYOUT_OPS = ("ReorderInput", "ReorderOutput")
+#: layout conversions between plain and blocked tensors: ONNX Runtime's NCHWc ones and
+#: OpenVINO's reorders
+LAYOUT_OPS = ("ReorderInput", "ReorderOutput", "Reorder")
 LAYOUT = "(layout conversion)"
 UNMAPPED = "(runtime-inserted)"
 
@@ -33,6 +35,9 @@ class Trace:
     component: str
     run_s: float = 0.0
     kernels: list[tuple[str, str, float]] = field(default_factory=list)
+    #: per kernel event, the implementation that ran it, where the engine says (OpenVINO:
+    #: ``brgconv_avx2_I8``, ``jit_avx2_f32``); empty for ONNX Runtime's trace, which does not
+    implementations: list[str] = field(default_factory=list)
 
 
 def _events(path: Path) -> list[dict[str, Any]]:
@@ -116,11 +121,15 @@ def group(traces: list[Trace], modules: dict[str, dict[str, str]]) -> dict[str, 
     kernel = sum(s for t in traces for _, _, s in t.kernels)
     by_op: dict[tuple[str, str], list[float]] = {}
     by_module: dict[tuple[str, str], list[float]] = {}
+    by_kernel: dict[tuple[str, str], list[float]] = {}
     mapped = 0.0
     for trace in traces:
         table = modules.get(trace.component, {})
-        for node, op, seconds in trace.kernels:
+        for i, (node, op, seconds) in enumerate(trace.kernels):
             by_op.setdefault((trace.component, op), []).append(seconds)
+            if trace.implementations:
+                impl = f"{op} [{trace.implementations[i]}]"
+                by_kernel.setdefault((trace.component, impl), []).append(seconds)
             module = resolve_module(node, table)
             if module is not None:
                 mapped += seconds
@@ -144,7 +153,7 @@ def group(traces: list[Trace], modules: dict[str, dict[str, str]]) -> dict[str, 
             out.append(row)
         return sorted(out, key=lambda r: -r["seconds"])
 
-    return {
+    out = {
         "profiled_s": profiled,
         "kernel_s": kernel,
         "coverage": kernel / profiled if profiled else 0.0,
@@ -152,3 +161,6 @@ def group(traces: list[Trace], modules: dict[str, dict[str, str]]) -> dict[str, 
         "by_op_type": rows(by_op, False),
         "by_module": rows(by_module, True),
     }
+    if by_kernel:
+        out["by_kernel"] = rows(by_kernel, False)
+    return out

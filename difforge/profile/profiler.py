@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,11 +16,11 @@ from difforge.profile.attention import attention_rows
 from difforge.profile.coldstart import cold_start
 from difforge.profile.flops import count_flops, input_shapes
 from difforge.profile.machine import describe_machine
-from difforge.profile.modules import node_modules
 from difforge.profile.peak import matmul_peak
 from difforge.profile.report import SCHEMA_NAME, SCHEMA_VERSION
 from difforge.profile.stages import STAGES, request_for, time_stages
 from difforge.profile.stats import growth_exponent
+from difforge.profile.traces import READERS, merge, profiled
 from difforge.runtime import Pipeline, load
 
 #: (what is being done, done, total): the CLI draws this as a progress bar
@@ -59,11 +58,12 @@ PROFILED_GENERATIONS = 2
 
 
 def _op_profile(config: ProfileConfig, resolution: int, tmp: Path) -> dict[str, Any]:
-    """A warm-up and :data:`PROFILED_GENERATIONS` generations with ONNX Runtime's profiler.
+    """A warm-up and :data:`PROFILED_GENERATIONS` generations with the engine's profiler on
+    (ONNX Runtime's trace, OpenVINO's per-node counters).
 
-    Per component the generation with the highest kernel share of its session time is kept:
-    on a busy machine, a descheduled worker thread opens gaps between kernels that are not
-    the model's cost.
+    Per component the generation with the highest kernel share of its run time is kept: on
+    a busy machine, a descheduled worker thread opens gaps between kernels that are not the
+    model's cost.
     """
     pipeline = load(
         config.artifact,
@@ -74,32 +74,27 @@ def _op_profile(config: ProfileConfig, resolution: int, tmp: Path) -> dict[str, 
     generations = 1 + PROFILED_GENERATIONS
     for _ in range(generations):
         pipeline(request)
-    traces, modules, graphs = [], {}, {}
+    chosen: list[ops_mod.Trace] = []
+    aggregated: dict[str, dict[str, str]] = {}
+    deepest: dict[str, dict[str, str]] = {}
     for role, runner in pipeline.runners.items():
-        end = getattr(runner, "end_profiling", None)
-        path = end() if end is not None else None
-        if not path:
+        found = profiled(role, runner, pipeline.root / pipeline.manifest.components[role].file)
+        if found is None:
             continue
-        per_gen = len(_model_runs(Path(path))) // generations
+        runs, tables = found
+        per_gen = len(runs) // generations
         candidates = [
-            ops_mod.read_trace(role, Path(path), first=g * per_gen, count=per_gen)
-            for g in range(1, generations)
+            merge(role, runs[g * per_gen : (g + 1) * per_gen]) for g in range(1, generations)
         ]
-        traces.append(max(candidates, key=ops_mod.kernel_share))
-        graphs[role] = pipeline.root / pipeline.manifest.components[role].file
-        modules[role] = node_modules(graphs[role])
-    if not traces:
+        chosen.append(max(candidates, key=ops_mod.kernel_share))
+        aggregated[role], deepest[role] = tables.aggregated, tables.deepest
+    if not chosen:
         raise DifforgeError("this artifact's engine does not support per-op profiling")
-    grouped = ops_mod.group(traces, modules)
-    attention = attention_rows(traces, graphs)
+    grouped = ops_mod.group(chosen, aggregated)
+    attention = attention_rows(chosen, deepest)
     if attention:
         grouped["attention"] = attention
     return grouped
-
-
-def _model_runs(path: Path) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))
-    return [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
 
 
 def _roofline(
@@ -142,13 +137,14 @@ def profile(config: ProfileConfig, progress: Progress | None = None) -> dict[str
     say = progress or _silent
     pipeline = load(config.artifact, threads=config.threads)
     manifest = pipeline.manifest
-    others = sorted(
-        {e.engine.backend for e in manifest.components.values() if e.engine is not None} - {"ort"}
+    unread = sorted(
+        {e.engine.backend for e in manifest.components.values() if e.engine is not None}
+        - set(READERS)
     )
-    if others:  # the per-op profile and the roofline read ONNX Runtime's profiler and graphs
+    if unread:
         raise DifforgeError(
-            f"difforge profile reads ONNX Runtime's profiler and ONNX graphs; this artifact's "
-            f"engines are {', '.join(others)} (difforge run prints their stage timings)"
+            f"difforge profile reads the profilers of {', '.join(sorted(READERS))}; this "
+            f"artifact's engines are {', '.join(unread)} (difforge run prints stage timings)"
         )
     denoiser = manifest.components["denoiser"]
     resolution = config.resolution or manifest.pipeline.resolution.default
@@ -178,11 +174,13 @@ def profile(config: ProfileConfig, progress: Progress | None = None) -> dict[str
     with tempfile.TemporaryDirectory(prefix="difforge-profile-") as tmp:
         ops = _op_profile(config, resolution, Path(tmp))
     say("per-op profile", 1, 1)
-    say("roofline (FLOPs, matmul peak)", 0, 1)
-    roofline = _roofline(
-        pipeline, resolution, config.batch, latency["denoiser_call"]["p50"], threads
-    )
-    say("roofline (FLOPs, matmul peak)", 1, 1)
+    roofline: dict[str, Any] | None = None
+    if denoiser.file.endswith(".onnx"):  # FLOPs are counted on the ONNX graph
+        say("roofline (FLOPs, matmul peak)", 0, 1)
+        roofline = _roofline(
+            pipeline, resolution, config.batch, latency["denoiser_call"]["p50"], threads
+        )
+        say("roofline (FLOPs, matmul peak)", 1, 1)
 
     report: dict[str, Any] = {
         "schema": SCHEMA_NAME,

@@ -72,11 +72,33 @@ def attention_lines(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def render(report: dict[str, Any]) -> str:
-    s, art, m = report["settings"], report["artifact"], report["machine"]
-    cold, roof, ops = report["cold_start"], report["roofline"], report["ops"]
+#: backend -> where its per-op times come from
+PROFILERS = {
+    "ort": "ONNX Runtime profiler",
+    "openvino": "OpenVINO per-node counters of the execution graph",
+}
+
+
+def roofline_line(roof: dict[str, Any] | None) -> str:
+    if roof is None:
+        return (
+            "Not measured: FLOPs are counted on ONNX graphs, and this artifact's denoiser is "
+            "another engine's format."
+        )
     unresolved = roof.get("unresolved_nodes", 0)
     missing = f"; {unresolved} nodes without shapes" if unresolved else ""
+    return (
+        f"{roof['flops_per_call'] / 1e9:.2f} GFLOP per call (Conv, MatMul, Gemm, attention"
+        f"{missing}"
+        f"); p50 call {ms(roof['call_p50_s'])} ms → **{roof['achieved_gflops']:.1f} GFLOP/s**, "
+        f"against a measured peak of {roof['peak_gflops']:.1f} GFLOP/s "
+        f"({roof.get('peak_method', '')}): **{roof['ratio']:.1%} of peak**."
+    )
+
+
+def render(report: dict[str, Any]) -> str:
+    s, art, m = report["settings"], report["artifact"], report["machine"]
+    cold, ops = report["cold_start"], report["ops"]
     parts = [
         f"# difforge profile: {art['source']} ({art['precision']}, {art['backend']})",
         "",
@@ -120,23 +142,30 @@ def render(report: dict[str, Any]) -> str:
         "",
         "## Roofline (denoiser)",
         "",
-        f"{roof['flops_per_call'] / 1e9:.2f} GFLOP per call (Conv, MatMul, Gemm, attention"
-        f"{missing}"
-        f"); p50 call {ms(roof['call_p50_s'])} ms → **{roof['achieved_gflops']:.1f} GFLOP/s**, "
-        f"against a measured peak of {roof['peak_gflops']:.1f} GFLOP/s "
-        f"({roof.get('peak_method', '')}): **{roof['ratio']:.1%} of peak**.",
+        roofline_line(report["roofline"]),
         "",
-        "## Where the time goes (ONNX Runtime profiler, one generation)",
+        f"## Where the time goes ({PROFILERS.get(art['backend'], art['backend'])}, one generation)",
         "",
-        f"Kernel time {ms(ops['kernel_s'])} ms of {ms(ops['profiled_s'])} ms in session runs "
+        f"Kernel time {ms(ops['kernel_s'])} ms of {ms(ops['profiled_s'])} ms in engine calls "
         f"({ops['coverage']:.0%}); {ops.get('module_coverage', 0):.0%} of kernel time mapped "
-        "to a PyTorch module.",
+        "to a PyTorch module."
+        + (
+            " The per-node counters add up to more than the calls' wall time (the engine's "
+            "own accounting); shares are of their sum."
+            if ops["coverage"] > 1
+            else ""
+        ),
         *attention_lines(ops.get("attention", [])),
         "",
         "### By source module",
         "",
         ops_table(ops["by_module"]),
         "",
+        *(
+            ["### By kernel (what ran)", "", ops_table(ops["by_kernel"]), ""]
+            if ops.get("by_kernel")
+            else []
+        ),
         "### By op type",
         "",
         ops_table(ops["by_op_type"]),

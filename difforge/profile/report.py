@@ -10,7 +10,7 @@ from typing import Any
 from difforge.errors import DifforgeError
 
 SCHEMA_NAME = "difforge-profile-report"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def schema() -> dict[str, Any]:

@@ -118,8 +118,22 @@ def test_onnx_runtime_refuses_bf16_and_names_the_backend_that_builds_it(
     assert not (tmp_path / "x").exists()
 
 
-def test_profile_says_it_reads_onnx_runtime_only(tiny_sd_openvino: Path) -> None:
-    from difforge.profile.profiler import ProfileConfig, profile
+def test_the_ir_records_which_module_each_node_came_from(tiny_sd_openvino: Path) -> None:
+    import json
 
-    with pytest.raises(DifforgeError, match="this artifact's engines are openvino"):
-        profile(ProfileConfig(artifact=tiny_sd_openvino, runs=1))
+    import openvino as ov
+
+    from difforge.engines.openvino.builder import MODULES_KEY
+
+    model = ov.Core().read_model(str(tiny_sd_openvino / "denoiser" / "model.xml"))
+    table = json.loads(model.get_rt_info(MODULES_KEY).astype(str))
+    # OpenVINO names an op after its ONNX node (a split-off bias adds "/WithoutBiases")
+    names = {op.get_friendly_name().split("/")[0] for op in model.get_ops()}
+    convs = [
+        op.get_friendly_name().split("/")[0]
+        for op in model.get_ops()
+        if op.get_type_name() == "Convolution"
+    ]
+    assert convs and all(name in table for name in convs)
+    assert len(set(table) & names) >= 0.9 * len(table)
+    assert all(table[name].startswith("unet.") for name in convs)

@@ -83,3 +83,40 @@ def test_bad_sweep_is_a_user_error() -> None:
         parse_ints("256,abc", "--sweep")
     with pytest.raises(DifforgeError, match="positive"):
         parse_ints("0", "--sweep")
+
+
+def test_openvino_counters_become_traces_grouped_by_kernel() -> None:
+    from types import SimpleNamespace
+
+    from difforge.profile.ops import LAYOUT, group
+    from difforge.profile.traces import READERS, merge
+    from difforge.runtime.runners.openvino import ProfiledCall
+
+    calls = [
+        ProfiledCall(
+            0.010,
+            [
+                ("node_conv/WithoutBiases", "Convolution", "brgconv_avx2_I8", 0.006),
+                ("x_abcd_acdb_node_conv", "Reorder", "jit_uni_f32", 0.001),
+            ],
+        ),
+        ProfiledCall(0.004, [("node_conv/WithoutBiases", "Convolution", "jit_avx2_f32", 0.003)]),
+    ]
+    runner = SimpleNamespace(profiling=True, calls=calls)
+    runs = READERS["openvino"][0]("denoiser", runner)
+    assert runs is not None and [r.run_s for r in runs] == [0.010, 0.004]
+    both = merge("denoiser", runs)
+    assert both.run_s == pytest.approx(0.014) and len(both.kernels) == 3
+    ops = group([both], {"denoiser": {"node_conv": "unet.conv_in"}})
+    # one node run by two kernels (another shape, another choice) is counted under each
+    kernels = {r["name"]: r["seconds"] for r in ops["by_kernel"]}
+    assert kernels == pytest.approx(
+        {
+            "Convolution [brgconv_avx2_I8]": 0.006,
+            "Convolution [jit_avx2_f32]": 0.003,
+            "Reorder [jit_uni_f32]": 0.001,
+        }
+    )
+    modules = {r["module"]: r["seconds"] for r in ops["by_module"]}
+    assert modules == pytest.approx({"unet.conv_in": 0.009, LAYOUT: 0.001})
+    assert READERS["openvino"][0]("denoiser", SimpleNamespace(profiling=False, calls=[])) is None

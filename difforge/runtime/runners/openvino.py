@@ -4,11 +4,16 @@ It imports the compiled blob the build exported when this machine matches the on
 it (same OpenVINO, CPU and capabilities): a load without compiling. Otherwise it compiles the
 IR, with a note. An artifact whose inference precision this CPU cannot run (bf16 without
 AVX512-BF16 or AMX, say) is refused: OpenVINO would otherwise run it in fp32 without a word.
-Settings are an allow-list, checked like ONNX Runtime's.
+Settings are an allow-list, checked like ONNX Runtime's. With profiling on (the profiler's
+``profile_prefix`` override, as for ONNX Runtime) OpenVINO's per-node counters are kept after
+each call (:attr:`OpenVinoRunner.calls`): the execution graph's node names, op types, the
+kernel that ran (``brgconv_avx2_I8``, ``jit_avx2_f32``) and its time.
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +70,15 @@ def checked_settings(settings: dict[str, Any], where: str) -> dict[str, Any]:
     return dict(settings)
 
 
+@dataclass
+class ProfiledCall:
+    """One profiled call: its wall time, and (node, op type, kernel, seconds) per executed
+    node of OpenVINO's execution graph."""
+
+    wall_s: float
+    nodes: list[tuple[str, str, str, float]] = field(default_factory=list)
+
+
 @register_runner
 class OpenVinoRunner(Runner):
     """Runs an OpenVINO IR (or its compiled blob) on the CPU."""
@@ -77,6 +91,9 @@ class OpenVinoRunner(Runner):
         self.settings = settings
         self.request: Any = None
         self.compiled_here = False
+        self.profiling = False
+        #: with profiling on, one record per call since loading
+        self.calls: list[ProfiledCall] = []
 
     @classmethod
     def check_artifact(cls, manifest: Manifest) -> None:
@@ -103,6 +120,9 @@ class OpenVinoRunner(Runner):
         runner = cls(name, spec, inside(root, check_relative(spec.file, where)), settings)
         cores = machine_cores()
         for key, value in overrides.items():
+            if key == "profile_prefix":  # OpenVINO's counters stay in memory: no file
+                runner.profiling = bool(value)
+                continue
             if key != "intra_op_num_threads":
                 raise DifforgeError(f"the OpenVINO runner has no setting {key!r}")
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= cores:
@@ -123,6 +143,8 @@ class OpenVinoRunner(Runner):
         }
         if self.settings.get("threads"):
             config["INFERENCE_NUM_THREADS"] = int(self.settings["threads"])
+        if self.profiling:
+            config["PERF_COUNT"] = True
         return config
 
     def _activate(self) -> None:
@@ -149,8 +171,26 @@ class OpenVinoRunner(Runner):
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
+            start = time.perf_counter()
             self.request.infer(feeds)
-            return {n: np.array(self.request.get_tensor(n).data) for n in self._outputs}
+            wall = time.perf_counter() - start
+            outputs = {n: np.array(self.request.get_tensor(n).data) for n in self._outputs}
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DifforgeError(f"{self.name}: OpenVINO failed while running: {first}") from exc
+        if self.profiling:
+            self.calls.append(self._counters(wall))
+        return outputs
+
+    def _counters(self, wall: float) -> ProfiledCall:
+        import openvino as ov
+
+        executed = ov.ProfilingInfo.Status.EXECUTED
+        return ProfiledCall(
+            wall,
+            [
+                (i.node_name, i.node_type, i.exec_type, i.real_time.total_seconds())
+                for i in self.request.profiling_info
+                if i.status == executed
+            ],
+        )
