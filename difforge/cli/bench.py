@@ -12,7 +12,49 @@ from difforge.cli._common import parse_ints, rich_progress
 
 
 @click.command(name="bench")
-@click.option("--preset", default="tiny-sd", show_default=True)
+@click.option("--preset", default=None, help="A built-in preset (default: tiny-sd).")
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A diffusers pipeline folder instead of a preset.",
+)
+@click.option(
+    "--batch",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Denoiser batch (2 is one image under classifier-free guidance).",
+)
+@click.option(
+    "--rows",
+    default=None,
+    help="Comma-separated rows to run (default: all): "
+    "eager, compile, ort, openvino-f32, openvino-default, difforge, and BACKEND:PRECISION "
+    "lowered rows (openvino:fp32, ort:int8, openvino:int8, ort:bf16, openvino:bf16).",
+)
+@click.option(
+    "--calib-samples",
+    type=int,
+    default=8,
+    show_default=True,
+    help="Images generated to calibrate the lowered rows (a quarter held out for the gate).",
+)
+@click.option(
+    "--calib-steps", type=int, default=None, help="Steps per calibration image (model default)."
+)
+@click.option(
+    "--work",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Keep exports and builds here and reuse them on the next run (default: a temp folder).",
+)
+@click.option(
+    "--block",
+    default="bench",
+    show_default=True,
+    help="Name of the block to rewrite in --out (<!-- NAME:begin --> ... <!-- NAME:end -->).",
+)
 @click.option(
     "--resolutions", default="32,64,96", show_default=True, help="Latent sizes (height = width)."
 )
@@ -39,7 +81,14 @@ from difforge.cli._common import parse_ints, rich_progress
 )
 @click.option("-q", "--quiet", is_flag=True)
 def bench_command(
-    preset: str,
+    preset: str | None,
+    model: Path | None,
+    batch: int,
+    rows: str | None,
+    calib_samples: int,
+    calib_steps: int | None,
+    work: Path | None,
+    block: str,
     resolutions: str,
     runs: int,
     threads: int | None,
@@ -51,14 +100,31 @@ def bench_command(
     quiet: bool,
 ) -> None:
     """The same denoiser through PyTorch, ONNX Runtime, OpenVINO and difforge, side by side."""
+    from difforge.errors import DifforgeError
     from difforge.profile.bench.perfdoc import check_perf_doc, update_perf_doc
-    from difforge.profile.bench.runner import BenchConfig, run_bench
+    from difforge.profile.bench.runner import ROW_KEYS, BenchConfig, run_bench
     from difforge.profile.bench.table import render_block
 
+    if not block.replace("-", "").replace("_", "").isalnum():
+        raise DifforgeError(
+            f"--block must be a plain name (letters, digits, - and _), got {block!r}"
+        )
     if out is not None:
-        check_perf_doc(out)
+        check_perf_doc(out, block)
+    if model is not None and preset is not None:
+        raise DifforgeError("give --preset or --model, not both")
+    if model is not None and not (model / "model_index.json").is_file():
+        raise DifforgeError(
+            f"--model {model}: not a diffusers pipeline folder (no model_index.json)"
+        )
     config = BenchConfig(
-        preset=preset,
+        preset=None if model is not None else (preset or "tiny-sd"),
+        model=model,
+        batch=batch,
+        rows=tuple(r.strip() for r in rows.split(",") if r.strip()) if rows else ROW_KEYS,
+        calib_samples=calib_samples,
+        calib_steps=calib_steps,
+        work=work,
         latents=parse_ints(resolutions, "--resolutions"),
         runs=runs,
         threads=threads,
@@ -68,10 +134,10 @@ def bench_command(
     )
     with rich_progress(not quiet) as progress:
         result = run_bench(config, progress)  # type: ignore[arg-type]
-    block = render_block(result)
+    text = render_block(result)
     if out is not None:
-        update_perf_doc(out, block)
+        update_perf_doc(out, text, block)
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
     elif out is None:
-        click.echo(block)
+        click.echo(text)

@@ -31,6 +31,12 @@ def test_bench_settings_are_checked_before_any_export() -> None:
     for args, needle in (
         (["--runs", "0"], "--runs must be at least 1, got 0"),
         (["--threads", "-1"], "--threads must be 0 (all cores) or more, got -1"),
+        (["--rows", "eager,tensorrt"], "--rows: unknown tensorrt (known: eager,"),
+        (["--calib-samples", "1"], "--calib-samples must be at least 2"),
+        (["--batch", "0"], "--batch must be at least 1, got 0"),
+        (["--block", "a b"], "--block must be a plain name"),
+        (["--preset", "tiny-sd", "--model", "."], "give --preset or --model, not both"),
+        (["--model", "."], "not a diffusers pipeline folder (no model_index.json)"),
     ):
         bad = runner.invoke(group, ["bench", *args, "-q"])
         assert bad.exit_code == 2, bad.output

@@ -75,6 +75,12 @@ def test_perf_doc_block_is_rewritten_in_place(tmp_path: Path) -> None:
     assert replace_block("x\n", "t").endswith(f"{BEGIN}\nt\n{END}\n")
     with pytest.raises(DifforgeError):
         replace_block(f"{END}\n{BEGIN}", "t")
+    # a named block beside the default one: each rewritten alone
+    update_perf_doc(doc, "sd15 table", "bench-sd15")
+    update_perf_doc(doc, "newer table")
+    text = doc.read_text(encoding="utf-8")
+    assert "<!-- bench-sd15:begin -->\nsd15 table\n<!-- bench-sd15:end -->" in text
+    assert f"{BEGIN}\nnewer table\n{END}" in text and "new table\n" not in text
 
 
 def test_bad_sweep_is_a_user_error() -> None:

@@ -22,86 +22,9 @@ Progress = Callable[[str, int, int], None]
 GAP_S = 0.02
 
 
-@dataclass
-class BenchConfig:
-    preset: str = "tiny-sd"
-    #: latent sizes (height = width); the pixel size is 8× for an SD VAE
-    latents: list[int] = field(default_factory=lambda: [32, 64, 96])
-    runs: int = 7
-    warmup: int = 1
-    threads: int | None = None
-    torch_compile: bool = True
-    batch: int = 1
-    #: a built artifact to bench instead of compiling one (must cover the bench sizes)
-    artifact: Path | None = None
-    #: difforge's lowered rows (int8, bf16 on ONNX Runtime and OpenVINO) beside fp32
-    lowered: bool = True
-
-
-def _feeds(spec: Any, latent: int, batch: int) -> dict[str, np.ndarray]:
-    sizes = {"batch": batch, "height": latent, "width": latent}
-    return {k: v.numpy() for k, v in spec.sample_inputs(sizes, seed=1).items()}
-
-
-def _build(config: BenchConfig, work: Path, threads: int, say: Progress) -> list[bl.Baseline]:
-    """Export, compile and load every row once (none of this is timed)."""
-    from difforge import build, export
-    from difforge.config import BuildConfig, ExportConfig, ResolutionRange
-    from difforge.exporter.components import components_for
-    from difforge.exporter.prepare import resolve_resolution
-    from difforge.sources import load_source
-
-    steps = 6
-    say("set up baselines", 0, steps)
-    source = load_source(config.preset, None, 0)
-    factor = source.vae_scale_factor
-    lo, hi = min(config.latents) * factor, max(config.latents) * factor
-    # every row covers the bench sizes: the preset's range widened to them
-    wide = replace(
-        source, resolution=resolve_resolution(source.resolution, ResolutionRange(lo, lo, hi))
-    )
-    component = components_for(wide, max_batch=config.batch)["denoiser"]
-    module = component.module.eval()
-    rows = [bl.torch_eager(module, threads)]
-    say("set up baselines", 1, steps)
-    if config.torch_compile:
-        rows.append(bl.torch_compiled(module, threads))
-    say("set up baselines", 2, steps)
-    plain = bl.plain_export(module, component.spec, work / "plain" / "model.onnx")
-    rows.append(
-        bl.ort_session(
-            plain,
-            threads,
-            "torch.onnx.export + ORT default",
-            "dynamo export, default SessionOptions (what Optimum gives)",
-        )
-    )
-    say("set up baselines", 3, steps)
-    rows.append(bl.openvino(plain, threads, "f32"))
-    rows.append(bl.openvino(plain, threads, None))
-    say("set up baselines", 4, steps)
-    exported = None
-    artifact = config.artifact
-    if artifact is None:
-        exported = export(
-            ExportConfig(
-                output=work / "export",
-                preset=config.preset,
-                resolution=ResolutionRange(lo, lo, hi),
-                max_batch=config.batch,
-                verify=False,
-            )
-        )
-        artifact = build(BuildConfig(source=exported, output=work / "artifact", threads=threads))
-    say("set up baselines", 5, steps)
-    rows.append(bl.difforge_artifact(artifact, threads))
-    if config.lowered and exported is not None:
-        rows.extend(_lowered(exported, work, threads, say))
-    say("set up baselines", 6, steps)
-    return rows
-
-
-#: difforge's lowered rows: (backend, precision), built from one calibrated export
+#: row keys ``--rows`` picks from: the baselines, then difforge's rows (fp32 on ONNX Runtime,
+#: then the lowered ones as BACKEND:PRECISION, built from one calibrated export)
+BASELINES = ("eager", "compile", "ort", "openvino-f32", "openvino-default", "difforge")
 LOWERED = [
     ("openvino", "fp32"),
     ("ort", "int8"),
@@ -109,35 +32,172 @@ LOWERED = [
     ("ort", "bf16"),
     ("openvino", "bf16"),
 ]
+ROW_KEYS = (*BASELINES, *(f"{b}:{p}" for b, p in LOWERED))
 
 
-def _lowered(exported: Path, work: Path, threads: int, say: Progress) -> list[bl.Baseline]:
+@dataclass
+class BenchConfig:
+    preset: str | None = "tiny-sd"
+    #: a diffusers pipeline folder instead of a preset
+    model: Path | None = None
+    #: latent sizes (height = width); the pixel size is 8× for an SD VAE
+    latents: list[int] = field(default_factory=lambda: [32, 64, 96])
+    runs: int = 7
+    warmup: int = 1
+    threads: int | None = None
+    torch_compile: bool = True
+    #: the denoiser's batch (2 is one image under classifier-free guidance)
+    batch: int = 1
+    #: a built artifact to bench instead of compiling one (must cover the bench sizes)
+    artifact: Path | None = None
+    #: difforge's lowered rows (int8, bf16 on ONNX Runtime and OpenVINO) beside fp32
+    lowered: bool = True
+    #: the rows to run (keys of :data:`ROW_KEYS`; PyTorch eager, the reference, always runs)
+    rows: tuple[str, ...] = ROW_KEYS
+    #: calibration for the lowered rows: images and steps per image (None: the model's)
+    calib_samples: int = 8
+    calib_steps: int | None = None
+    #: a folder that keeps exports and builds, reused by a later run (default: a temp folder)
+    work: Path | None = None
+
+    @property
+    def model_name(self) -> str:
+        return self.model.name if self.model is not None else str(self.preset)
+
+
+def _feeds(spec: Any, latent: int, batch: int) -> dict[str, np.ndarray]:
+    sizes = {"batch": batch, "height": latent, "width": latent}
+    return {k: v.numpy() for k, v in spec.sample_inputs(sizes, seed=1).items()}
+
+
+def _kept(folder: Path) -> Path | None:
+    """``folder`` when a previous run finished it (its manifest reads), else None."""
+    from difforge import info
+
+    try:
+        info(folder, verify=False)
+    except DifforgeError:
+        return None
+    return folder
+
+
+def _build(
+    config: BenchConfig, work: Path, threads: int, say: Progress
+) -> tuple[list[bl.Baseline], Any]:
+    """Export and build every graph first, then load each row once (none of this is timed):
+    a real-size export needs the memory that open sessions would hold."""
+    from difforge import build, export
+    from difforge.config import BuildConfig, ExportConfig, ResolutionRange
+    from difforge.exporter.components import components_for
+    from difforge.exporter.prepare import resolve_resolution
+    from difforge.sources import load_source
+
+    want = set(config.rows)
+    say("export and build", 0, 3)
+    source = load_source(config.preset if config.model is None else None, config.model, 0)
+    factor = source.vae_scale_factor
+    lo, hi = min(config.latents) * factor, max(config.latents) * factor
+    # every row covers the bench sizes: the model's range widened to them
+    wide = replace(
+        source, resolution=resolve_resolution(source.resolution, ResolutionRange(lo, lo, hi))
+    )
+    component = components_for(wide, max_batch=config.batch)["denoiser"]
+    module = component.module.eval()
+    plain = work / "plain" / "model.onnx"
+    if want & {"ort", "openvino-f32", "openvino-default"} and not plain.is_file():
+        bl.plain_export(module, component.spec, plain)
+    say("export and build", 1, 3)
+    exported = None
+    artifact = config.artifact
+    if artifact is None:
+        exported = _kept(work / "export") or export(
+            ExportConfig(
+                output=work / "export",
+                preset=config.preset if config.model is None else None,
+                model=config.model,
+                resolution=ResolutionRange(lo, lo, hi),
+                max_batch=config.batch,
+                verify=False,
+                force=True,
+            )
+        )
+        artifact = _kept(work / "artifact") or build(
+            BuildConfig(source=exported, output=work / "artifact", threads=threads, force=True)
+        )
+    say("export and build", 2, 3)
+    lowered = []
+    if config.lowered and exported is not None:
+        lowered = _lowered(config, exported, work, threads, say)
+    say("export and build", 3, 3)
+
+    rows = [bl.torch_eager(module, threads)]
+    if config.torch_compile and "compile" in want:
+        rows.append(bl.torch_compiled(module, threads))
+    if "ort" in want:
+        rows.append(
+            bl.ort_session(
+                plain,
+                threads,
+                "torch.onnx.export + ORT default",
+                "dynamo export, default SessionOptions (what Optimum gives)",
+            )
+        )
+    if "openvino-f32" in want:
+        rows.append(bl.openvino(plain, threads, "f32"))
+    if "openvino-default" in want:
+        rows.append(bl.openvino(plain, threads, None))
+    if "difforge" in want:
+        rows.append(bl.difforge_artifact(artifact, threads))
+    for built in lowered:
+        rows.append(
+            built if isinstance(built, bl.Baseline) else bl.difforge_artifact(built, threads)
+        )
+    return rows, component.spec
+
+
+def _lowered(
+    config: BenchConfig, exported: Path, work: Path, threads: int, say: Progress
+) -> list[Path | bl.Baseline]:
     """Calibrate the export once and build each lowered row behind its gate (with
     ``--sensitivity``); a row that cannot be built here keeps its line, saying why."""
     from difforge import build, calibrate
     from difforge.config import BuildConfig, CalibrateConfig, PrecisionConfig
 
-    rows = []
-    calibrated = calibrate(CalibrateConfig(exported, work / "calibrated"))
-    for i, (backend, precision) in enumerate(LOWERED):
-        say("build lowered rows", i, len(LOWERED))
+    chosen = [(b, p) for b, p in LOWERED if f"{b}:{p}" in config.rows]
+    if not chosen:
+        return []
+    out: list[Path | bl.Baseline] = []
+    say("calibrate", 0, 1)
+    calibrated = _kept(work / "calibrated") or calibrate(
+        CalibrateConfig(
+            exported,
+            work / "calibrated",
+            samples=config.calib_samples,
+            steps=config.calib_steps,
+            force=True,
+        )
+    )
+    for i, (backend, precision) in enumerate(chosen):
+        say("build lowered rows", i, len(chosen))
         lowered = precision != "fp32"
-        config = BuildConfig(
+        folder = work / f"{backend}-{precision}"
+        build_config = BuildConfig(
             source=calibrated,
-            output=work / f"{backend}-{precision}",
+            output=folder,
             backend=backend,
             threads=threads,
+            force=True,
             precision=PrecisionConfig(
                 roles={"denoiser": precision} if lowered else {}, sensitivity=True
             ),
         )
         try:
-            rows.append(bl.difforge_artifact(build(config), threads))
+            out.append(_kept(folder) or build(build_config))
         except DifforgeError as exc:
             label = f"difforge {precision} ({backend})"
-            rows.append(bl.Baseline(label, precision, None, f"not built: {exc}", fp32=False))
-    say("build lowered rows", len(LOWERED), len(LOWERED))
-    return rows
+            out.append(bl.Baseline(label, precision, None, f"not built: {exc}", fp32=False))
+    say("build lowered rows", len(chosen), len(chosen))
+    return out
 
 
 def _max_error(got: np.ndarray, ref: np.ndarray) -> float:
@@ -157,6 +217,15 @@ def _check(config: BenchConfig) -> None:
         raise DifforgeError(f"--threads must be 0 (all cores) or more, got {config.threads}")
     if not config.latents:
         raise DifforgeError("--resolutions needs at least one latent size")
+    unknown = [r for r in config.rows if r not in ROW_KEYS]
+    if unknown:
+        raise DifforgeError(f"--rows: unknown {', '.join(unknown)} (known: {', '.join(ROW_KEYS)})")
+    if config.calib_samples < 2:
+        raise DifforgeError(
+            f"--calib-samples must be at least 2 (one is held out), got {config.calib_samples}"
+        )
+    if (config.preset is None) == (config.model is None):
+        raise DifforgeError("give exactly one of --preset or --model")
 
 
 def run_bench(config: BenchConfig, progress: Progress | None = None) -> dict[str, Any]:
@@ -167,13 +236,15 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> dict[str
     threads = config.threads or os.cpu_count() or 1
     machine = describe_machine(threads)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in config.__dict__.items()}
-    results: dict[str, Any] = {"config": settings, "machine": machine, "latents": []}
+    results: dict[str, Any] = {
+        "config": settings,
+        "model": config.model_name,
+        "machine": machine,
+        "latents": [],
+    }
     with tempfile.TemporaryDirectory(prefix="difforge-bench-") as tmp:
-        rows = _build(config, Path(tmp), threads, say)
-        from difforge.exporter.components import components_for
-        from difforge.sources import load_source
-
-        spec = components_for(load_source(config.preset, None, 0), config.batch)["denoiser"].spec
+        work = config.work or Path(tmp)
+        rows, spec = _build(config, work, threads, say)
         for latent in config.latents:
             feeds = _feeds(spec, latent, config.batch)
             live = [r for r in rows if r.infer is not None]

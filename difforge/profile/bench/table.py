@@ -36,8 +36,7 @@ def goal(rows: list[dict[str, Any]]) -> str:
     ratio = base["stats"]["p50"] / best["stats"]["p50"]
     met = "met" if ratio >= GOAL else "missed"
     return (
-        f"best difforge row {best['name']} is {ratio:.2f}× OpenVINO default "
-        f"(goal {GOAL}×: {met})"
+        f"best difforge row {best['name']} is {ratio:.2f}× OpenVINO default (goal {GOAL}×: {met})"
     )
 
 
@@ -52,7 +51,8 @@ def render_block(result: dict[str, Any]) -> str:
         f", at end {', '.join(f'{x:.1f}' for x in result.get('load_average_after', []))}: "
         "other work shared these cores, so read the ratios more than the absolute times.",
         "",
-        f"Denoiser of `{result['config']['preset']}`, batch {result['config']['batch']}, "
+        f"Denoiser of `{result.get('model', result['config']['preset'])}`, batch "
+        f"{result['config']['batch']}, "
         f"{result['config']['runs']} timed calls per row after warm-up, rows alternating call "
         "by call (rotating order). Spread = p10–p90. Ratio = PyTorch eager p50 / row p50 "
         "(> 1 is faster). Error = max |row − PyTorch eager fp32|.",
