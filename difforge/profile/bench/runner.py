@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -105,7 +106,11 @@ def _build(
     module = component.module.eval()
     plain = work / "plain" / "model.onnx"
     if want & {"ort", "openvino-f32", "openvino-default"} and not plain.is_file():
-        bl.plain_export(module, component.spec, plain)
+        partial = work / "plain.partial"  # renamed when whole: --work never reuses half a file
+        shutil.rmtree(partial, ignore_errors=True)
+        bl.plain_export(module, component.spec, partial / plain.name)
+        shutil.rmtree(plain.parent, ignore_errors=True)
+        partial.rename(plain.parent)
     say("export and build", 1, 3)
     exported = None
     artifact = config.artifact
