@@ -60,7 +60,8 @@ def export_options(fn: F) -> F:
             "--scheduler",
             default=None,
             help="Sample with this runtime sampler instead of the model's own scheduler "
-            "(ddim, euler, euler-ancestral, flow-euler; one of the model's family).",
+            "(ddim, euler, euler-ancestral, dpm++2m, unipc; flow-euler; one of the model's "
+            "family; LCM and TCD students keep their own).",
         ),
         click.option("--no-verify", is_flag=True, help="Skip the ONNX Runtime parity check."),
         click.option("--force", is_flag=True, help="Replace OUTPUT if it exists."),

@@ -33,7 +33,12 @@ from difforge.errors import DifforgeError
 @click.option("--height", type=int, default=None)
 @click.option("--width", type=int, default=None)
 @click.option("--resolution", type=int, default=None, help="Sets height and width.")
-@click.option("--scheduler", default=None, help="ddim, euler, euler-ancestral, flow-euler.")
+@click.option(
+    "--scheduler",
+    default=None,
+    help="Another sampler of the model's family: ddim, euler, euler-ancestral, dpm++2m, unipc "
+    "(noise prediction); flow-euler (flow matching). LCM and TCD students keep their own.",
+)
 @click.option("--threads", type=int, default=None, help="Intra-op threads (default: as built).")
 @click.option(
     "--out",

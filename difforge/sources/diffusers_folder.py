@@ -136,6 +136,16 @@ def _load_folder(path: Path, scheduler: str | None) -> SourceModel:
         from diffusers import UNet2DConditionModel
         from transformers import CLIPTextModel
 
+        unet_config = path / "unet" / "config.json"
+        cond_dim = (
+            _read_json(unet_config).get("time_cond_proj_dim") if unet_config.is_file() else None
+        )
+        if cond_dim:
+            raise DifforgeError(
+                f"{path}: its U-Net takes a guidance embedding (time_cond_proj_dim={cond_dim}, "
+                "an LCM-distilled student); text-to-image artifacts do not feed one yet, and "
+                "without it the images are wrong"
+            )
         unet = _load(UNet2DConditionModel, path / "unet", "unet")
         text_encoder = _load(CLIPTextModel, path / "text_encoder", "text_encoder")
         tok = check_clip_tokenizer(path / "tokenizer")

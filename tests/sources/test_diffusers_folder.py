@@ -51,7 +51,23 @@ def test_pndm_is_sampled_with_ddim_and_says_so(sd_folder: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("cls", ["LCMScheduler", "TCDScheduler", "UniPCMultistepScheduler"])
+@pytest.mark.parametrize(
+    ("cls", "sampler"),
+    [
+        ("LCMScheduler", "lcm"),
+        ("TCDScheduler", "tcd"),
+        ("UniPCMultistepScheduler", "unipc"),
+        ("DPMSolverMultistepScheduler", "dpm++2m"),
+    ],
+)
+def test_a_folder_is_sampled_with_its_own_scheduler(
+    sd_folder: Path, cls: str, sampler: str
+) -> None:
+    source = load_source(model=_with_scheduler(sd_folder, cls))
+    assert (source.scheduler_name, source.scheduler_note) == (sampler, None)
+
+
+@pytest.mark.parametrize("cls", ["HeunDiscreteScheduler", "KDPM2DiscreteScheduler"])
 def test_unimplemented_schedulers_are_refused(sd_folder: Path, cls: str) -> None:
     folder = _with_scheduler(sd_folder, cls)
     with pytest.raises(DifforgeError) as err:
@@ -59,8 +75,24 @@ def test_unimplemented_schedulers_are_refused(sd_folder: Path, cls: str) -> None
     text = str(err.value)
     assert f"scheduler {cls} is not one the runtime implements" in text
     assert "DDIMScheduler" in text and "--scheduler" in text and "\n" not in text
-    if cls in ("LCMScheduler", "TCDScheduler"):
-        assert "consistency-distilled" in text
+
+
+def test_a_consistency_model_keeps_its_sampler(sd_folder: Path) -> None:
+    folder = _with_scheduler(sd_folder, "LCMScheduler")
+    with pytest.raises(DifforgeError, match="consistency-distilled"):
+        load_source(model=folder, scheduler="euler")
+
+
+def test_a_guidance_embedded_unet_is_refused_before_loading(
+    sd_folder: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    folder = _with_scheduler(Path(shutil.copytree(sd_folder, tmp_path / "lcm")), "LCMScheduler")
+    config = folder / "unet" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "time_cond_proj_dim": 256}))
+    with pytest.raises(DifforgeError, match=r"time_cond_proj_dim=256, an LCM-distilled student"):
+        load_source(model=folder)
 
 
 def test_a_named_sampler_is_used_and_recorded(sd_folder: Path) -> None:
@@ -84,14 +116,14 @@ def test_presets_take_a_named_sampler() -> None:
 
 
 def test_cli_refusal_is_one_line(sd_folder: Path, tmp_path: Path) -> None:
-    folder = _with_scheduler(sd_folder, "LCMScheduler")
+    folder = _with_scheduler(sd_folder, "HeunDiscreteScheduler")
     done = subprocess.run(
         [sys.executable, "-m", "difforge", "export", "-q", "--model", str(folder), "-o",
          str(tmp_path / "out")],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 2, done.stderr
-    assert done.stderr.count("\n") == 1 and "LCMScheduler" in done.stderr
+    assert done.stderr.count("\n") == 1 and "HeunDiscreteScheduler" in done.stderr
     assert not (tmp_path / "out").exists()
 
 

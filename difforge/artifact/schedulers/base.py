@@ -6,6 +6,7 @@ value: a step plan (which graph variant, which shift) is keyed by the same index
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -27,18 +28,36 @@ NUMBERS: dict[str, tuple[type, float, float]] = {
     "max_shift": (float, -100, 100),
     "base_image_seq_len": (int, 1, 1 << 24),
     "max_image_seq_len": (int, 1, 1 << 24),
+    # consistency samplers (lcm, tcd)
+    "original_inference_steps": (int, 1, 100_000),
+    "timestep_scaling": (float, 1e-6, 1e6),
+    "gamma": (float, 0.0, 1.0),
+    # multistep solvers (dpm++2m, unipc)
+    "solver_order": (int, 1, 3),
+    "lambda_min_clipped": (float, -math.inf, 1e6),
+    "sigma_min": (float, 1e-10, 1e6),
+    "sigma_max": (float, 1e-10, 1e6),
 }
-FLAGS = ("clip_sample", "set_alpha_to_one", "use_dynamic_shifting")
+FLAGS = (
+    "clip_sample",
+    "set_alpha_to_one",
+    "use_dynamic_shifting",
+    "lower_order_final",
+    "euler_at_final",
+    "predict_x0",
+    "use_karras_sigmas",
+)
 
 
-def check_numbers(config: dict[str, Any]) -> None:
-    """Refuse a sampler config whose numbers are of the wrong type or outside their range."""
+def check_numbers(config: dict[str, Any], required: tuple[str, ...] = ()) -> None:
+    """Refuse a sampler config whose numbers are of the wrong type or outside their range;
+    the ``required`` ones may not be null either."""
     for key, (kind, lo, hi) in NUMBERS.items():
         value = config.get(key)
-        if value is None:
+        if value is None and key not in required:
             continue
         ok = not isinstance(value, bool) and isinstance(value, int if kind is int else (int, float))
-        if not ok or not lo <= value <= hi:  # NaN compares False: refused too
+        if value is None or not ok or not lo <= value <= hi:  # NaN compares False: refused too
             raise DifforgeError(
                 f"scheduler config {key}={value!r} is not a {kind.__name__} in [{lo:g}, {hi:g}]"
             )
@@ -67,11 +86,15 @@ class Scheduler(ABC):
     stochastic: ClassVar[bool] = False
     #: Config keys this implementation honours; anything else set to a non-default is refused.
     supported: ClassVar[dict[str, tuple[Any, ...] | None]] = {}
+    #: The diffusers class's defaults where they differ from the DDPM ones the helpers below
+    #: assume: a config without the key is read with its class's default, as diffusers does.
+    defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: dict[str, Any], num_steps: int) -> None:
         if num_steps < 1:
             raise DifforgeError(f"--steps must be at least 1, got {num_steps}")
-        check_numbers(config)
+        config = {**self.defaults, **config}
+        check_numbers(config, tuple(k for k, v in self.defaults.items() if v is not None))
         trained = int(config.get("num_train_timesteps", 1000))
         if num_steps > trained:
             raise DifforgeError(f"--steps {num_steps} exceeds the {trained} training timesteps")
@@ -120,7 +143,8 @@ def alphas_cumprod(config: dict[str, Any]) -> np.ndarray:
     elif schedule == "linear":
         betas = np.linspace(start, end, n, dtype=np.float64).astype(np.float32)
     elif schedule == "scaled_linear":
-        betas = (np.linspace(start**0.5, end**0.5, n, dtype=np.float64) ** 2).astype(np.float32)
+        roots = np.linspace(start**0.5, end**0.5, n, dtype=np.float64).astype(np.float32)
+        betas = roots**2  # squared in float32, as torch does
     elif schedule == "squaredcos_cap_v2":
         t = np.arange(n, dtype=np.float64)
         fn = np.cos((t / n + 0.008) / 1.008 * np.pi / 2) ** 2
@@ -128,7 +152,9 @@ def alphas_cumprod(config: dict[str, Any]) -> np.ndarray:
         betas = np.minimum(1 - fn1 / fn, 0.999).astype(np.float32)
     else:
         raise DifforgeError(f"unsupported beta_schedule {schedule!r}")
-    return np.cumprod(1.0 - betas, dtype=np.float32)
+    # torch's float32 cumprod accumulates in float64: so does this, to match diffusers' ᾱ
+    alphas = (np.float32(1.0) - betas).astype(np.float32)
+    return np.cumprod(alphas, dtype=np.float64).astype(np.float32)
 
 
 def spaced_timesteps(config: dict[str, Any], num_steps: int, integer: bool) -> np.ndarray:
@@ -146,3 +172,16 @@ def spaced_timesteps(config: dict[str, Any], num_steps: int, integer: bool) -> n
     else:
         raise DifforgeError(f"unsupported timestep_spacing {spacing!r}")
     return np.ascontiguousarray(ts, dtype=np.float32)
+
+
+def x0_and_eps(
+    kind: str, model_output: np.ndarray, sample: np.ndarray, a_t: np.float32
+) -> tuple[np.ndarray, np.ndarray]:
+    """The clean sample and the noise a DDPM-parameterised model output stands for, at ᾱ_t."""
+    sqrt_a, sqrt_b = np.sqrt(a_t), np.sqrt(np.float32(1) - a_t)
+    if kind == "epsilon":
+        return (sample - sqrt_b * model_output) / sqrt_a, model_output
+    if kind == "sample":
+        return model_output, (sample - sqrt_a * model_output) / sqrt_b
+    # v_prediction
+    return sqrt_a * sample - sqrt_b * model_output, sqrt_a * model_output + sqrt_b * sample

@@ -22,20 +22,22 @@ class Euler(Scheduler):
         "rescale_betas_zero_snr": (False,),
         "final_sigmas_type": ("zero",),
     }
+    #: diffusers' Euler schedulers space their steps by 'linspace' unless told otherwise.
+    defaults: ClassVar[dict[str, Any]] = {"timestep_spacing": "linspace"}
 
     def __init__(self, config: dict[str, Any], num_steps: int) -> None:
         super().__init__(config, num_steps)
-        self.check_config(config)
-        acp = alphas_cumprod(config)
+        self.check_config(self.config)
+        acp = alphas_cumprod(self.config)
         train_sigmas = ((1 - acp) / acp) ** 0.5
-        self.timesteps = spaced_timesteps(config, num_steps, integer=False)
+        self.timesteps = spaced_timesteps(self.config, num_steps, integer=False)
         sigmas = np.interp(self.timesteps, np.arange(len(train_sigmas)), train_sigmas)
         self.sigmas = np.concatenate([sigmas, [0.0]]).astype(np.float32)
 
     @property
     def init_noise_sigma(self) -> float:
         top = float(self.sigmas.max())
-        if self.config.get("timestep_spacing", "linspace") in ("linspace", "trailing"):
+        if self.config["timestep_spacing"] in ("linspace", "trailing"):
             return top
         return float((top**2 + 1) ** 0.5)
 
