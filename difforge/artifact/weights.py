@@ -87,6 +87,12 @@ def graph_files(graph: Path, root: Path) -> list[str]:
     return [graph.relative_to(root).as_posix(), *rel]
 
 
+def graph_bytes(graph: Path) -> int:
+    """Bytes of an ONNX graph with its external data: what a tool that loads it and saves it
+    again must write (a single protobuf holds at most 2 GiB)."""
+    return sum((graph.parent / name).stat().st_size for name in graph_files(graph, graph.parent))
+
+
 def custom_ops_in(graph: Path) -> list[str]:
     """The difforge custom ops whose nodes an ONNX graph holds (``difforge::Name``)."""
     import onnx

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from difforge.artifact.weights import graph_bytes
 from difforge.calib.precision import CALIB_METHODS
 from difforge.errors import DifforgeError
 
@@ -28,6 +29,9 @@ PERCENTILE = 99.999
 ENTROPY_BINS = 2048
 #: records whose activations the calibrator holds at once
 CHUNK = 8
+#: graphs above this size (weights included) are written with external data by ONNX
+#: Runtime's tools: the calibrator's augmented copy and the quantized graph
+EXTERNAL_DATA_BYTES = 1 << 30
 
 
 class _Reader:
@@ -78,7 +82,7 @@ def calibrate_ranges(
             list(WEIGHT_AXES),
             augmented_model_path=str(Path(tmp) / "augmented.onnx"),
             calibrate_method=methods[method],
-            use_external_data_format=src.stat().st_size > (1 << 30),
+            use_external_data_format=graph_bytes(src) > EXTERNAL_DATA_BYTES,
             extra_options=options,
         )
         # a chunk at a time: each call folds its records into the ranges (or histograms) and
@@ -141,6 +145,6 @@ def quantize_int8(src: Path, dst: Path, nodes: list[str], method: str, ranges: P
             nodes_to_quantize=nodes,
             calibrate_method=methods[method],
             extra_options=extra,
-            use_external_data_format=src.stat().st_size > (1 << 30),
+            use_external_data_format=graph_bytes(src) > EXTERNAL_DATA_BYTES,
             calibration_cache_path=str(ranges),
         )

@@ -103,3 +103,33 @@ def test_nothing_to_quantize_and_unknown_methods_are_refused(tmp_path: Path) -> 
     with pytest.raises(DifforgeError, match="nothing to quantize to int8"):
         quantize_int8(src, tmp_path / "q.onnx", [], "minmax", tmp_path / "r.json")
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_a_graph_whose_weights_are_external_is_sized_with_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real-size graph keeps its weights beside it (the .onnx file alone is small): the
+    calibrator's augmented copy and the quantized graph must then be written with external
+    data too, or protobuf's 2 GiB limit fails the save."""
+    import difforge.calib.int8 as int8
+    from difforge.artifact.weights import graph_bytes, graph_files
+    from difforge.calib.gates import onnx_run
+
+    model = onnx.load(str(_graph(tmp_path)))
+    src = tmp_path / "ext" / "g.onnx"
+    src.parent.mkdir()
+    onnx.save(model, str(src), save_as_external_data=True, location="g.data", size_threshold=0)
+    weights = (64 * 16 + 16 * 8) * 4
+    assert src.stat().st_size < weights <= graph_bytes(src)
+    monkeypatch.setattr(int8, "EXTERNAL_DATA_BYTES", weights // 2)  # "above 1 GiB"
+    ranges = tmp_path / "r.json"
+    calibrate_ranges(src, _feeds(), "minmax", ranges)
+    out = tmp_path / "q" / "model.onnx"
+    quantize_int8(src, out, ["mm1", "mm2"], "minmax", ranges)
+    assert len(graph_files(out, out.parent)) == 2  # the graph and its data file
+    inline = tmp_path / "inline.onnx"  # the same quantization of the same graph, one file
+    monkeypatch.setattr(int8, "EXTERNAL_DATA_BYTES", 1 << 30)
+    quantize_int8(_graph(tmp_path), inline, ["mm1", "mm2"], "minmax", ranges)
+    assert graph_files(inline, inline.parent) == ["inline.onnx"]
+    feeds = _feeds()[0]
+    assert np.array_equal(onnx_run(str(out))(feeds)["y"], onnx_run(str(inline))(feeds)["y"])

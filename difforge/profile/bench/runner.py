@@ -196,11 +196,14 @@ def _lowered(
                 roles={"denoiser": precision} if lowered else {}, sensitivity=True
             ),
         )
+        label = f"difforge {precision} ({backend})"
         try:
             out.append(_kept(folder) or build(build_config))
         except DifforgeError as exc:
-            label = f"difforge {precision} ({backend})"
             out.append(bl.Baseline(label, precision, None, f"not built: {exc}", fp32=False))
+        except Exception as exc:  # a library failing at this size keeps the row, saying so
+            note = f"failed: {type(exc).__name__}: {bl._first_line(exc)}"
+            out.append(bl.Baseline(label, precision, None, note, fp32=False))
     say("build lowered rows", len(chosen), len(chosen))
     return out
 
