@@ -86,11 +86,13 @@ def calibrate_ranges(
             extra_options=options,
         )
         # a chunk at a time: each call folds its records into the ranges (or histograms) and
-        # drops them, so memory holds CHUNK records' activations, not the whole set's
+        # drops them, so memory holds CHUNK records' activations, not the whole set's (one
+        # record's at real size, where they run to gigabytes)
+        size = CHUNK if graph_bytes(src) <= EXTERNAL_DATA_BYTES else 1
         chunk: list[dict[str, np.ndarray]] = []
         for record in feeds:
             chunk.append(record)
-            if len(chunk) == CHUNK:
+            if len(chunk) == size:
                 calibrator.collect_data(_Reader(chunk))
                 chunk = []
         if chunk:
