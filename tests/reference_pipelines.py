@@ -16,21 +16,27 @@ from difforge.sources.base import SourceModel
 from difforge.sources.presets import VOCAB_DIR, load_preset
 
 
-def clip_tokenizer() -> Any:
-    """transformers' CLIPTokenizer on the vocabulary the presets ship."""
+def clip_tokenizer(pad_token: str = "<|endoftext|>") -> Any:
+    """transformers' CLIPTokenizer on the vocabulary the presets ship (padding with
+    end-of-text, as SD 1.x does, unless told: SD 2.x pads with "!")."""
     from transformers import CLIPTokenizer
 
     return CLIPTokenizer(
-        str(VOCAB_DIR / "vocab.json"), str(VOCAB_DIR / "merges.txt"), model_max_length=77
+        str(VOCAB_DIR / "vocab.json"),
+        str(VOCAB_DIR / "merges.txt"),
+        model_max_length=77,
+        pad_token=pad_token,
     )
 
 
-def sd_pipeline(source: SourceModel, scheduler_cls: Any = None) -> Any:
+def sd_pipeline(
+    source: SourceModel, scheduler_cls: Any = None, pad_token: str = "<|endoftext|>"
+) -> Any:
     """diffusers' StableDiffusionPipeline on a preset's modules and shipped tokenizer files."""
     import diffusers
 
     config = {k: v for k, v in source.scheduler_config.items() if k != "_class_name"}
-    tok = clip_tokenizer()
+    tok = clip_tokenizer(pad_token)
     return diffusers.StableDiffusionPipeline(
         vae=source.vae,
         text_encoder=source.text_encoder,

@@ -305,8 +305,8 @@ def write_manifest(root: Path, manifest: Manifest) -> None:
 def read_manifest(root: Path, verify: bool = True) -> Manifest:
     """Load and check an artifact's manifest: its size and nesting bounded, every field typed
     and in range, every path it names listed and inside the folder; with ``verify``, every
-    listed file's size and sha256 too. ``info``, ``build`` and the runtime all read through
-    this one check."""
+    listed file's size and sha256 too; the tokenizer's pad token in its vocabulary. ``info``,
+    ``build`` and the runtime all read through this one check."""
     if not root.exists():
         raise DifforgeError(f"artifact not found: {root}")
     if not root.is_dir():
@@ -330,4 +330,6 @@ def read_manifest(root: Path, verify: bool = True) -> Manifest:
     check_paths(root, manifest.referenced_files(), manifest.files)
     if verify:
         verify_files(root, manifest.files)
+    if manifest.tokenizer is not None:
+        manifest.tokenizer.check_vocab(root)
     return manifest

@@ -3,7 +3,9 @@ image, read field by field like the rest of the manifest."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from difforge.artifact.fields import Fields
@@ -13,6 +15,10 @@ from difforge.errors import DifforgeError
 PIPELINE_TYPES = ("text-to-image", "class-to-image", "flux")
 #: Sanity bound on sizes a manifest may state (far above any real model).
 MAX_AXIS = 1 << 16
+#: CLIP's end-of-text token: what a manifest that names no pad token pads with
+END_OF_TEXT = "<|endoftext|>"
+#: Sanity bound on a token's length (CLIP's longest is a few dozen characters)
+MAX_TOKEN_CHARS = 256
 
 
 @dataclass
@@ -108,16 +114,39 @@ class SchedulerSection:
 
 @dataclass
 class TokenizerSection:
+    """The tokenizer's files, its window, and the token prompts are padded with (the model's:
+    SD 2.x and SD-Turbo pad with "!"; a manifest without one pads with end-of-text)."""
+
     type: str
     vocab: str
     merges: str
     max_length: int = 77
+    pad_token: str = END_OF_TEXT
 
     @classmethod
     def read(cls, f: Fields) -> TokenizerSection:
+        pad = f.text("pad_token", END_OF_TEXT)
+        if not 0 < len(pad) <= MAX_TOKEN_CHARS:
+            raise f.fail("pad_token", f"expected 1 to {MAX_TOKEN_CHARS} characters")
         return cls(
             type=f.text("type", choices=("clip-bpe",)),
             vocab=check_relative(f.text("vocab"), f.where("vocab")),
             merges=check_relative(f.text("merges"), f.where("merges")),
             max_length=f.integer("max_length", 77, minimum=3, maximum=4096),
+            pad_token=pad,
         )
+
+    def check_vocab(self, root: Path) -> None:
+        """The pad token is a token of the vocabulary the artifact ships (the runtime pads
+        with its id); ``root`` is the artifact, its paths already checked."""
+        path = root / self.vocab
+        try:
+            vocab = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DifforgeError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+        if not isinstance(vocab, dict):
+            raise DifforgeError(f"{path} does not hold a JSON object")
+        if self.pad_token not in vocab:
+            raise DifforgeError(
+                f"manifest.json: tokenizer.pad_token: {self.pad_token!r} is not in {self.vocab}"
+            )

@@ -106,8 +106,14 @@ def _export_components(
 def _copy_tokenizer(source: SourceModel, staging: Path) -> TokenizerSection | None:
     if source.tokenizer_dir is None:
         return None
-    write_clip_tokenizer(source.tokenizer_dir, staging / "tokenizer")
-    return TokenizerSection("clip-bpe", "tokenizer/vocab.json", "tokenizer/merges.txt", 77)
+    settings = write_clip_tokenizer(source.tokenizer_dir, staging / "tokenizer")
+    return TokenizerSection(
+        "clip-bpe",
+        "tokenizer/vocab.json",
+        "tokenizer/merges.txt",
+        max_length=settings.max_length,
+        pad_token=settings.pad_token,
+    )
 
 
 def _verify(

@@ -27,7 +27,9 @@ class Conditioner:
                 raise DifforgeError(
                     f"manifest.json: tokenizer: missing (a {self.pipeline.type} artifact needs one)"
                 )
-            self.tokenizer = CLIPTokenizer(root / tok.vocab, root / tok.merges, tok.max_length)
+            self.tokenizer = CLIPTokenizer(
+                root / tok.vocab, root / tok.merges, tok.max_length, tok.pad_token
+            )
 
     def prompt_notes(self, prompts: list[str], negative_prompt: str) -> list[str]:
         """What the user should know about the prompts: the text encoder reads a fixed window

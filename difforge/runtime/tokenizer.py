@@ -6,6 +6,11 @@ folding and lower-casing; CLIP's pre-tokenising pattern (specials, contractions,
 single numbers, runs of other symbols); byte-to-unicode mapping; BPE with ``</w>`` on the last
 symbol; BOS/EOS, truncation and padding to ``max_length``. A test checks it token-for-token
 against transformers.
+
+Special tokens (BOS, EOS and the pad token) are split out of the raw prompt before anything
+else, as transformers splits its added special tokens: with SD 2.x's pad token "!", every "!"
+in a prompt is the pad token's id, not BPE's "!</w>". The pad token is the model's (SD 2.x
+and SD-Turbo pad with "!"); end-of-text when the artifact names none.
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ from difforge.errors import DifforgeError
 BOS = "<|startoftext|>"
 EOS = "<|endoftext|>"
 _SPECIALS = (BOS, EOS)
+# What CLIP's pattern cuts out as one piece, the byte-level step after it (GPT-2's pattern in
+# transformers' tokenizer) cuts again: "<|", the word, "|>". Only an upper-cased special
+# token reaches the pattern (the special tokens themselves are split out before).
+_SPECIAL_PIECES = {s: ["<|", s[2:-2], "|>"] for s in _SPECIALS}
 _CONTRACTIONS = ("'s", "'t", "'re", "'ve", "'m", "'ll", "'d")
 # Unicode White_Space, as the Rust regex behind transformers' tokenizer defines \s (Python's
 # str.isspace() also counts the \x1c-\x1f separators, which would split tokens differently).
@@ -67,6 +76,25 @@ def _kind(ch: str) -> str:
     return "P"
 
 
+def _split_specials(text: str, specials: tuple[str, ...]) -> list[tuple[str, bool]]:
+    """``text`` cut around each special token (leftmost, then longest, as transformers' added
+    tokens are matched), each part paired with whether it is a special token."""
+    parts: list[tuple[str, bool]] = []
+    start = i = 0
+    while i < len(text):
+        found = max((s for s in specials if text.startswith(s, i)), key=len, default=None)
+        if found is None:
+            i += 1
+            continue
+        if i > start:
+            parts.append((text[start:i], False))
+        parts.append((found, True))
+        i = start = i + len(found)
+    if start < len(text):
+        parts.append((text[start:], False))
+    return parts
+
+
 def _pre_tokenize(text: str) -> list[str]:
     # The same alternation, in the same order, as CLIP's regex; whitespace matches nothing.
     pieces: list[str] = []
@@ -74,7 +102,7 @@ def _pre_tokenize(text: str) -> list[str]:
     while i < n:
         special = next((s for s in _SPECIALS if text.startswith(s, i)), None)
         if special:
-            pieces.append(special)
+            pieces.extend(_SPECIAL_PIECES[special])
             i += len(special)
             continue
         contraction = next((c for c in _CONTRACTIONS if text.startswith(c, i)), None)
@@ -100,7 +128,9 @@ def _pre_tokenize(text: str) -> list[str]:
 class CLIPTokenizer:
     """Tokenize prompts into padded int64 id arrays, as the SD pipelines do."""
 
-    def __init__(self, vocab_file: Path, merges_file: Path, max_length: int = 77) -> None:
+    def __init__(
+        self, vocab_file: Path, merges_file: Path, max_length: int = 77, pad_token: str = EOS
+    ) -> None:
         try:
             self.vocab: dict[str, int] = json.loads(vocab_file.read_text(encoding="utf-8"))
             lines = merges_file.read_text(encoding="utf-8").splitlines()
@@ -111,8 +141,16 @@ class CLIPTokenizer:
         merges = [tuple(line.split()) for line in lines if line and not line.startswith("#")]
         self.ranks = {m: r for r, m in enumerate(merges) if len(m) == 2}
         self.max_length = max_length
+        self.specials = tuple(dict.fromkeys((BOS, EOS, pad_token)))
+        if not isinstance(self.vocab, dict):
+            raise DifforgeError(f"{vocab_file} does not hold a JSON object")
+        missing = [s for s in self.specials if s not in self.vocab]
+        if missing:
+            raise DifforgeError(f"{vocab_file} has no token {missing[0]!r}")
         self.bos_id = self.vocab[BOS]
         self.eos_id = self.vocab[EOS]
+        self.pad_token = pad_token
+        self.pad_id = self.vocab[pad_token]
         self._byte_encoder = _bytes_to_unicode()
         self._cache: dict[str, list[str]] = {}
 
@@ -140,14 +178,15 @@ class CLIPTokenizer:
         return word
 
     def encode(self, text: str) -> list[int]:
-        text = _WHITESPACE.sub(" ", unicodedata.normalize("NFC", text)).lower()
         ids: list[int] = []
-        for piece in _pre_tokenize(text):
-            if piece in _SPECIALS:
-                ids.append(self.vocab[piece])
+        for part, special in _split_specials(text, self.specials):
+            if special:
+                ids.append(self.vocab[part])
                 continue
-            mapped = "".join(self._byte_encoder[b] for b in piece.encode("utf-8"))
-            ids.extend(self.vocab.get(sym, self.eos_id) for sym in self._bpe(mapped))
+            normalized = _WHITESPACE.sub(" ", unicodedata.normalize("NFC", part)).lower()
+            for piece in _pre_tokenize(normalized):
+                mapped = "".join(self._byte_encoder[b] for b in piece.encode("utf-8"))
+                ids.extend(self.vocab.get(sym, self.eos_id) for sym in self._bpe(mapped))
         return ids
 
     def dropped(self, prompt: str) -> int:
@@ -159,6 +198,6 @@ class CLIPTokenizer:
         for prompt in prompts:
             body = self.encode(prompt)[: self.max_length - 2]
             ids = [self.bos_id, *body, self.eos_id]
-            ids += [self.eos_id] * (self.max_length - len(ids))
+            ids += [self.pad_id] * (self.max_length - len(ids))
             rows.append(ids)
         return np.asarray(rows, dtype=np.int64)

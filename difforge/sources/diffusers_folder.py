@@ -146,9 +146,16 @@ def _load_folder(path: Path, scheduler: str | None) -> SourceModel:
                 "an LCM-distilled student); text-to-image artifacts do not feed one yet, and "
                 "without it the images are wrong"
             )
+        tok = path / "tokenizer"
+        window = check_clip_tokenizer(tok).max_length  # before the weights load: fails fast
         unet = _load(UNet2DConditionModel, path / "unet", "unet")
         text_encoder = _load(CLIPTextModel, path / "text_encoder", "text_encoder")
-        tok = check_clip_tokenizer(path / "tokenizer")
+        positions = int(text_encoder.config.max_position_embeddings)
+        if window != positions:
+            raise DifforgeError(
+                f"{tok}: model_max_length {window} is not the text encoder's "
+                f"{positions} positions (difforge exports the text encoder at its full window)"
+            )
         factor = scale * 2 ** (len(unet.config.block_out_channels) - 1)
         native = int(unet.config.sample_size) * scale
         return SourceModel(

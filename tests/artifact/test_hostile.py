@@ -119,6 +119,12 @@ def test_recorded_threads_are_bounded_by_the_machine(
             "this onnxruntime has no TensorrtExecutionProvider",
         ),
         (lambda d: d["files"]["denoiser/model.onnx"].update(sha256="xyz"), "64 lowercase hex"),
+        (
+            lambda d: d["tokenizer"].update(pad_token="<pad>"),
+            r"^manifest\.json: tokenizer\.pad_token: '<pad>' is not in tokenizer/vocab\.json$",
+        ),
+        (lambda d: d["tokenizer"].update(pad_token=["!"]), r"tokenizer\.pad_token: expected a"),
+        (lambda d: d["tokenizer"].update(pad_token=""), r"tokenizer\.pad_token: expected 1 to"),
     ],
 )
 def test_tampered_fields_are_one_line_errors(

@@ -68,6 +68,37 @@ def test_export_folder_has_no_engine(tiny_sd_export: Path) -> None:
     assert all(e.engine is None for e in manifest.components.values())
 
 
+def _vocab_id(artifact: Path, token: str) -> int:
+    return int(json.loads((artifact / "tokenizer" / "vocab.json").read_text())[token])
+
+
+def test_presets_pad_with_end_of_text(tiny_sd_export: Path) -> None:
+    assert _data(tiny_sd_export)["tokenizer"]["pad_token"] == "<|endoftext|>"
+    tokenizer = read_manifest(tiny_sd_export).tokenizer
+    assert tokenizer is not None and tokenizer.pad_token == "<|endoftext|>"
+
+
+@pytest.mark.parametrize(("pad", "token"), [(None, "<|endoftext|>"), ("!", "!")])
+def test_the_runtime_pads_with_the_manifests_pad_token(
+    tiny_sd_artifact: Path, tmp_path: Path, pad: str | None, token: str
+) -> None:
+    """A manifest written before the field (none) pads with end-of-text, as then."""
+    from difforge.runtime import load
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_sd_artifact, copy)
+    data = _data(copy)
+    data["tokenizer"].pop("pad_token")
+    if pad is not None:
+        data["tokenizer"]["pad_token"] = pad
+    (copy / "manifest.json").write_text(json.dumps(data))
+    tokenizer = load(copy, lazy=True).tokenizer
+    assert tokenizer is not None
+    row = tokenizer(["a cat"])[0]
+    assert row[3] == _vocab_id(copy, "<|endoftext|>")
+    assert list(row[4:]) == [_vocab_id(copy, token)] * (len(row) - 4)
+
+
 @pytest.mark.parametrize(
     ("edit", "match"),
     [

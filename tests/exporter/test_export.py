@@ -95,14 +95,22 @@ def test_resolution_ranges() -> None:
 
 @pytest.mark.slow
 def test_diffusers_folder_source(tmp_path: Path) -> None:
-    """A pipeline saved with save_pretrained exports through --model like a preset."""
+    """A pipeline saved with save_pretrained exports through --model like a preset. Its
+    tokenizer pads with "!", as SD 2.x and SD-Turbo do: the manifest records it, and the
+    runtime's token ids and images are diffusers' own for the folder."""
+    import json
+
     import diffusers
+    import numpy as np
+    from transformers import CLIPTokenizer as HFTokenizer
 
     from difforge import ExportConfig, export
+    from difforge.runtime import GenerateRequest, load
     from difforge.sources.presets import tiny_sd
     from tests.reference_pipelines import sd_pipeline
 
-    pipe = sd_pipeline(tiny_sd(1), diffusers.PNDMScheduler)  # SD 1.x folders ship PNDM
+    # SD 1.x folders ship PNDM; "!" is SD 2.x's pad token
+    pipe = sd_pipeline(tiny_sd(1), diffusers.PNDMScheduler, pad_token="!")
     folder = tmp_path / "sd"
     pipe.save_pretrained(str(folder))
     out = export(
@@ -116,6 +124,37 @@ def test_diffusers_folder_source(tmp_path: Path) -> None:
     assert manifest.scheduler.name == "ddim"
     assert manifest.scheduler.note is not None and "PNDMScheduler" in manifest.scheduler.note
     assert manifest.pipeline.resolution.multiple == 16
+    assert manifest.tokenizer is not None
+    assert (manifest.tokenizer.pad_token, manifest.tokenizer.max_length) == ("!", 77)
+
+    prompts = ["a red boat on a lake!", "wow!! ?!"]
+    theirs = HFTokenizer.from_pretrained(str(folder / "tokenizer"))
+    ours = load(out)
+    assert ours.tokenizer is not None
+    expected = theirs(prompts, padding="max_length", max_length=77, truncation=True).input_ids
+    np.testing.assert_array_equal(ours.tokenizer(prompts), np.asarray(expected))
+
+    # the image, against diffusers' pipeline loaded from the folder and sampled with DDIM
+    latents = np.random.default_rng(5).standard_normal((1, 4, 16, 16), dtype=np.float32)
+    request = GenerateRequest(
+        prompt=prompts[0], steps=4, guidance_scale=7.0, height=128, width=128, latents=latents
+    )
+    ref_pipe = diffusers.StableDiffusionPipeline.from_pretrained(str(folder))
+    ref_pipe.scheduler = diffusers.DDIMScheduler.from_config(manifest.scheduler.config)
+    with torch.no_grad():
+        ref = ref_pipe(
+            prompts[0], num_inference_steps=4, guidance_scale=7.0, height=128, width=128,
+            latents=torch.from_numpy(latents), output_type="np",
+        ).images[0]
+    ref_u8 = (ref * 255).round().astype(np.uint8).astype(int)
+    diff = np.abs(ours(request).images[0].astype(int) - ref_u8).max()
+    assert diff <= 2, f"max pixel difference {diff}/255"
+    # Not vacuous: padded with end-of-text (a manifest without the field), the image differs.
+    data = json.loads((out / "manifest.json").read_text())
+    del data["tokenizer"]["pad_token"]
+    (out / "manifest.json").write_text(json.dumps(data))
+    eos_padded = np.abs(load(out)(request).images[0].astype(int) - ref_u8).max()
+    assert eos_padded > 2 * max(diff, 1), f"end-of-text padding differs by only {eos_padded}"
 
 
 def test_verification_out_of_memory_names_the_shape(tmp_path: Path) -> None:

@@ -141,3 +141,23 @@ def test_pickled_weights_get_a_note_not_library_chatter(
     out, err = capfd.readouterr()
     assert "unsafe serialization" not in out + err and "Traceback" not in out + err
     assert any(n.startswith("unet: weights are a pickle (.bin)") for n in source.notes)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"pad_token": "<pad>"}, r"tokenizer: the pad token '<pad>' is not in the vocabulary"),
+        ({"model_max_length": 64}, r"model_max_length 64 is not the text encoder's 77 positions"),
+    ],
+)
+def test_a_tokenizer_the_text_encoder_cannot_take_is_refused(
+    sd_folder: Path, tmp_path: Path, change: dict[str, object], match: str
+) -> None:
+    import shutil
+
+    folder = _with_scheduler(Path(shutil.copytree(sd_folder, tmp_path / "sd")), "DDIMScheduler")
+    config = folder / "tokenizer" / "tokenizer_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), **change}))
+    with pytest.raises(DifforgeError, match=match) as err:
+        load_source(model=folder)
+    assert "\n" not in str(err.value)
