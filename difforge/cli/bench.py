@@ -79,6 +79,12 @@ from difforge.cli._common import parse_ints, rich_progress
     default=None,
     help="Bench this built artifact instead of compiling the preset (must cover the sizes).",
 )
+@click.option(
+    "--no-gate",
+    is_flag=True,
+    help="Build the lowered rows without their quality gate (fast at real size); they are "
+    "timed, marked, and left out of the goal line.",
+)
 @click.option("-q", "--quiet", is_flag=True)
 def bench_command(
     preset: str | None,
@@ -97,6 +103,7 @@ def bench_command(
     no_compile: bool,
     no_lowered: bool,
     artifact: Path | None,
+    no_gate: bool,
     quiet: bool,
 ) -> None:
     """The same denoiser through PyTorch, ONNX Runtime, OpenVINO and difforge, side by side."""
@@ -125,6 +132,7 @@ def bench_command(
         calib_samples=calib_samples,
         calib_steps=calib_steps,
         work=work,
+        gate=not no_gate,
         latents=parse_ints(resolutions, "--resolutions"),
         runs=runs,
         threads=threads,

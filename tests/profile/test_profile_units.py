@@ -126,3 +126,17 @@ def test_openvino_counters_become_traces_grouped_by_kernel() -> None:
     modules = {r["module"]: r["seconds"] for r in ops["by_module"]}
     assert modules == pytest.approx({"unet.conv_in": 0.009, LAYOUT: 0.001})
     assert READERS["openvino"][0]("denoiser", SimpleNamespace(profiling=False, calls=[])) is None
+
+
+def test_goal_line_counts_only_rows_of_known_quality() -> None:
+    from difforge.profile.bench.table import goal
+
+    def row(name: str, p50: float, gated: bool = True) -> dict[str, object]:
+        return {"name": name, "stats": {"p50": p50}, "gated": gated}
+
+    rows = [row("OpenVINO default", 1.0), row("difforge fp32 (ORT)", 0.9)]
+    assert "difforge fp32 (ORT) is 1.11×" in goal(rows) and "missed" in goal(rows)
+    fast = row("difforge int8 (OpenVINO)", 0.5, gated=False)  # built with --no-gate
+    assert "difforge fp32 (ORT) is 1.11×" in goal([*rows, fast])
+    assert "difforge int8 (OpenVINO) is 2.00×" in goal([*rows, {**fast, "gated": True}])
+    assert "met" in goal([*rows, {**fast, "gated": True}])

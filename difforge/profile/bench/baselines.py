@@ -25,6 +25,8 @@ class Baseline:
     note: str = ""
     #: counted among the fp32 rows difforge must match or beat
     fp32: bool = True
+    #: its quality is known: fp32, or a lowered build that passed its gate
+    gated: bool = True
 
 
 def torch_eager(module: Any, threads: int) -> Baseline:
@@ -158,6 +160,9 @@ def difforge_artifact(artifact: Path, threads: int) -> Baseline:
     backend = engine.backend if engine is not None else "ort"
     note = fused or "no fusions"
     quality = engine.quality if engine is not None else None
+    gated = entry.precision == "fp32" or bool(quality and quality.get("gate"))
+    if not gated:
+        note = "built with --no-gate: quality not checked, left out of the goal line"
     if quality and quality.get("gate"):
         gate = quality["gate"]
         kept = quality.get("groups_kept_fp32") or []
@@ -166,7 +171,7 @@ def difforge_artifact(artifact: Path, threads: int) -> Baseline:
             + (f"; {len(kept)} layer groups kept in fp32" if kept else "")
         )
     label = f"difforge {entry.precision} ({'ORT' if backend == 'ort' else 'OpenVINO'})"
-    return Baseline(label, entry.precision, infer, note, fp32=entry.precision == "fp32")
+    return Baseline(label, entry.precision, infer, note, entry.precision == "fp32", gated)
 
 
 def _first_line(exc: BaseException) -> str:
