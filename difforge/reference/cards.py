@@ -249,4 +249,8 @@ Reproduce: `make reference` (seeded; writes `models/`, this file, and each model
 runs on the same machine and thread count give bit-identical weights (checked with the
 script's `--quick` budgets); other CPUs or thread counts may differ in the last bits, and so
 in the metrics' last digits.
+
+Lowered precisions (int8 on ONNX Runtime and OpenVINO, fp16, int8-weights) of these models,
+each against its fp32 build with the same seeds: [quality-precision.md](quality-precision.md)
+(`scripts/precision_quality.py`).
 """
