@@ -47,7 +47,8 @@ from difforge.cli._common import parse_ints, rich_progress
     "--work",
     type=click.Path(path_type=Path),
     default=None,
-    help="Keep exports and builds here and reuse them on the next run (default: a temp folder).",
+    help="Keep exports and builds here and reuse them on the next run with the same model, "
+    "sizes and batch (default: a temp folder).",
 )
 @click.option(
     "--block",
