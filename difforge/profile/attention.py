@@ -26,7 +26,8 @@ import numpy as np
 
 from difforge.errors import DifforgeError
 from difforge.profile.modules import node_modules
-from difforge.profile.ops import Trace, read_runs, resolve_module
+from difforge.profile.ops import Trace, resolve_module
+from difforge.profile.traces import profiled
 
 #: diffusers' attribute name of a transformer block's self-attention module
 SELF_ATTENTION = "attn1"
@@ -124,7 +125,7 @@ def profile_attention(
 ) -> list[list[AttentionTime]]:
     """Per feed dict, the attention time of each of ``runs`` calls of ``component``, after
     ``warmup`` calls that are left out; all in one session, made by the runtime's runner with
-    ONNX Runtime's profiler on.
+    the engine's profiler on (ONNX Runtime's trace, OpenVINO's per-node counters).
 
     ``component`` is a manifest key: ``denoiser``, or a variant graph such as
     ``denoiser@redilated``. Every feed dict must fit the sizes the artifact was built for.
@@ -149,17 +150,17 @@ def profile_attention(
         for feed in feeds:
             for _ in range(warmup + runs):
                 runner.infer(dict(feed))
-        end = getattr(runner, "end_profiling", None)
-        trace_path = end() if end is not None else None
-        if not trace_path:
+        graph = pipeline.root / pipeline.manifest.components[component].file
+        found = profiled(component, runner, graph)
+        if found is None:
             raise DifforgeError(f"the {runner.backend} engine does not support per-op profiling")
-        traces = read_runs(component, Path(trace_path))
+        traces, tables = found
     per_feed = warmup + runs
     if len(traces) != per_feed * len(feeds):
         raise DifforgeError(
             f"{component}: the profile holds {len(traces)} runs, expected {per_feed * len(feeds)}"
         )
-    modules = attention_modules(pipeline.root / pipeline.manifest.components[component].file)
+    modules = tables.deepest
     return [
         [split_trace(t, modules, name) for t in traces[i * per_feed + warmup : (i + 1) * per_feed]]
         for i in range(len(feeds))
