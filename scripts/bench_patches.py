@@ -162,7 +162,7 @@ def caller(bench: Bench, v: Variant) -> Caller:
     :data:`EAGER` the PyTorch eager tiny-sd U-Net (through the bench's baseline row)."""
     loaded: dict[Path, difforge.Pipeline] = {}
     if v == EAGER:
-        from difforge.exporter.components import UNetDenoiser
+        from difforge.exporter.wrappers import UNetDenoiser
         from difforge.profile.bench.baselines import torch_eager
         from difforge.sources.presets import load_preset
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,10 @@ def export(config: ExportConfig, reporter: Reporter | None = None) -> Path:
             ),
             components=entries,
             patches=[r.to_dict() for r in prepared.applied.reports],
-            tokenizer=_copy_tokenizer(source, staging),
+            tokenizer=_copy_tokenizer(source.tokenizer_dir, staging, "tokenizer"),
+            tokenizer_2=_copy_tokenizer(
+                source.tokenizer_2_dir, staging, "tokenizer_2", source.extras.get("t5_window")
+            ),
             step_plan=prepared.applied.step_plan(variant_keys),
         )
         write_manifest(staging, manifest)
@@ -103,17 +107,44 @@ def _export_components(
     return entries, variant_keys
 
 
-def _copy_tokenizer(source: SourceModel, staging: Path) -> TokenizerSection | None:
-    if source.tokenizer_dir is None:
+def _copy_tokenizer(
+    folder: Path | None, staging: Path, name: str, window: int | None = None
+) -> TokenizerSection | None:
+    """The tokenizer files the runtime reads, written under ``name``: CLIP's BPE pair, or a
+    T5 tokenizer's tokenizer.json (read through the ``tokenizers`` library) with the window
+    its text encoder was exported at."""
+    if folder is None:
         return None
-    settings = write_clip_tokenizer(source.tokenizer_dir, staging / "tokenizer")
+    if _is_t5(folder):
+        from difforge.sources.tokenizer_json import write_json_tokenizer
+
+        t5 = write_json_tokenizer(folder, staging / name)
+        return TokenizerSection(
+            "json",
+            f"{name}/tokenizer.json",
+            max_length=window or t5.max_length,
+            pad_token=t5.pad_token,
+        )
+    settings = write_clip_tokenizer(folder, staging / name)
     return TokenizerSection(
         "clip-bpe",
-        "tokenizer/vocab.json",
-        "tokenizer/merges.txt",
+        f"{name}/vocab.json",
+        f"{name}/merges.txt",
         max_length=settings.max_length,
         pad_token=settings.pad_token,
     )
+
+
+def _is_t5(folder: Path) -> bool:
+    """A T5 tokenizer folder (FLUX's tokenizer_2): its config names a T5 tokenizer class."""
+    config = folder / "tokenizer_config.json"
+    if not config.is_file():
+        return False
+    try:
+        cls = json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class", "")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(cls, str) and cls.startswith("T5")
 
 
 def _verify(
@@ -141,4 +172,5 @@ def pipeline_section(source: SourceModel) -> PipelineSection:
         null_class=source.null_class if classes else 0,
         pixel_space=source.vae is None and source.kind != "flux",
         guidance_input=bool(source.extras.get("guidance_input")),
+        zero_negative=bool(source.extras.get("zero_negative")),
     )

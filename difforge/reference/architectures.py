@@ -90,7 +90,7 @@ class Denoiser:
     """One calling convention for every digits model: ``v = f(x_σ, σ·1000, labels[, w])``."""
 
     def __init__(self, model: torch.nn.Module) -> None:
-        from difforge.exporter.components import ClassUNetDenoiser, DiTDenoiser
+        from difforge.exporter.wrappers import ClassUNetDenoiser, DiTDenoiser
 
         self.model = model
         name = type(model).__name__

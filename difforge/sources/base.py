@@ -17,8 +17,10 @@ __all__ = ["Resolution", "SourceModel"]
 class SourceModel:
     """A loaded diffusion model, ready to patch and export.
 
-    ``kind`` is "text-to-image" (CLIP text encoder + U-Net/transformer + VAE) or
-    "class-to-image" (class labels + transformer + VAE).
+    ``kind`` is "text-to-image" (CLIP text encoder + U-Net + VAE: SD 1.x/2.x and the students
+    that keep its interface), "sdxl" (two CLIP encoders, pooled embeddings and size
+    conditioning), "flux" (CLIP pooled output + T5 token states + transformer) or
+    "class-to-image" (class labels + U-Net or transformer, with or without a VAE).
     """
 
     name: str
@@ -39,6 +41,9 @@ class SourceModel:
     num_classes: int = 0
     null_class: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
+    #: the second text encoder and its tokenizer (SDXL's bigger CLIP, FLUX's T5)
+    text_encoder_2: torch.nn.Module | None = None
+    tokenizer_2_dir: Path | None = None
     #: what the user should know about how the model was loaded
     notes: list[str] = field(default_factory=list)
 

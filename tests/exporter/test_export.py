@@ -10,11 +10,12 @@ import torch
 from difforge.artifact.manifest import read_manifest
 from difforge.config import ResolutionRange
 from difforge.errors import DifforgeError
-from difforge.exporter.components import Component, DiTDenoiser
+from difforge.exporter.components import Component
 from difforge.exporter.onnx_export import export_component
 from difforge.exporter.prepare import resolve_resolution
 from difforge.exporter.specs import Axis, ComponentSpec, Tensor
 from difforge.exporter.verify import verify_component
+from difforge.exporter.wrappers import DiTDenoiser
 from difforge.sources.base import Resolution
 
 

@@ -100,7 +100,7 @@ def test_attention_distillation_changes_only_the_replaced_layers() -> None:
 def test_guidance_embedding_is_lcms() -> None:
     from diffusers import LatentConsistencyModelPipeline
 
-    from difforge.exporter.components import guidance_embedding
+    from difforge.exporter.wrappers import guidance_embedding
 
     w = torch.tensor([1.0, 1.5, 2.0, 3.25])
     ref = LatentConsistencyModelPipeline.get_guidance_scale_embedding(None, w - 1.0, 32)  # type: ignore[arg-type]
