@@ -183,6 +183,8 @@ class Manifest:
     components: dict[str, ComponentEntry]
     patches: list[dict[str, Any]] = field(default_factory=list)
     tokenizer: TokenizerSection | None = None
+    #: the second text encoder's tokenizer (SDXL's second CLIP, FLUX's T5)
+    tokenizer_2: TokenizerSection | None = None
     step_plan: StepPlan | None = None
     #: recorded inputs for INT8 scales and quality gates (``difforge calibrate``)
     calibration: CalibrationSection | None = None
@@ -192,6 +194,8 @@ class Manifest:
     def required_roles(self) -> tuple[str, ...]:
         """The components this pipeline kind cannot run without."""
         roles = ["denoiser"]
+        if self.tokenizer_2 is not None or self.pipeline.type == "sdxl":
+            roles.insert(0, "text_encoder_2")
         if self.pipeline.text_conditioned:
             roles.insert(0, "text_encoder")
         if not self.pipeline.pixel_space:
@@ -221,13 +225,17 @@ class Manifest:
             raise DifforgeError(
                 f"manifest.json: tokenizer: missing (a {self.pipeline.type} artifact needs one)"
             )
+        if "text_encoder_2" in self.components and self.tokenizer_2 is None:
+            raise DifforgeError(
+                "manifest.json: tokenizer_2: missing (the artifact has a text_encoder_2)"
+            )
 
     def referenced_files(self) -> list[str]:
         """Every file the manifest's sections name (graphs, engine files, tokenizer)."""
         out = [c.file for c in self.components.values()]
         out += [f for c in self.components.values() if c.engine for f in c.engine.files]
-        if self.tokenizer is not None:
-            out += [self.tokenizer.vocab, self.tokenizer.merges]
+        for tok in (self.tokenizer, self.tokenizer_2):
+            out += tok.files if tok is not None else []
         if self.calibration is not None:
             out += self.calibration.files()
         return list(dict.fromkeys(out))
@@ -250,6 +258,7 @@ class Manifest:
             "components": {k: asdict(v) for k, v in self.components.items()},
             "patches": list(self.patches),
             "tokenizer": asdict(self.tokenizer) if self.tokenizer is not None else None,
+            "tokenizer_2": asdict(self.tokenizer_2) if self.tokenizer_2 is not None else None,
             "step_plan": self.step_plan.to_dict() if self.step_plan is not None else None,
             "calibration": asdict(self.calibration) if self.calibration is not None else None,
             "files": {k: asdict(v) for k, v in self.files.items()},
@@ -274,6 +283,7 @@ class Manifest:
                 f"format {FORMAT_VERSION}: compile it again (difforge compile ...)"
             )
         tokenizer = f.obj("tokenizer", None)
+        tokenizer_2 = f.obj("tokenizer_2", None)
         plan = f.obj("step_plan", None)
         calibration = f.obj("calibration", None)
         versions = f.table("versions")
@@ -287,6 +297,7 @@ class Manifest:
             components={k: ComponentEntry.read(v) for k, v in f.mapping("components").items()},
             patches=f.items("patches", []),
             tokenizer=TokenizerSection.read(tokenizer) if tokenizer is not None else None,
+            tokenizer_2=TokenizerSection.read(tokenizer_2) if tokenizer_2 is not None else None,
             step_plan=StepPlan.read(plan) if plan is not None else None,
             calibration=CalibrationSection.read(calibration) if calibration is not None else None,
             files=read_file_records(f.obj("files", None)),
@@ -330,6 +341,7 @@ def read_manifest(root: Path, verify: bool = True) -> Manifest:
     check_paths(root, manifest.referenced_files(), manifest.files)
     if verify:
         verify_files(root, manifest.files)
-    if manifest.tokenizer is not None:
-        manifest.tokenizer.check_vocab(root)
+    for key, tok in (("tokenizer", manifest.tokenizer), ("tokenizer_2", manifest.tokenizer_2)):
+        if tok is not None:
+            tok.check_vocab(root, key)
     return manifest

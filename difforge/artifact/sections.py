@@ -12,7 +12,7 @@ from difforge.artifact.fields import Fields
 from difforge.artifact.files import check_relative
 from difforge.errors import DifforgeError
 
-PIPELINE_TYPES = ("text-to-image", "class-to-image", "flux")
+PIPELINE_TYPES = ("text-to-image", "sdxl", "class-to-image", "flux")
 #: Sanity bound on sizes a manifest may state (far above any real model).
 MAX_AXIS = 1 << 16
 #: CLIP's end-of-text token: what a manifest that names no pad token pads with
@@ -67,10 +67,13 @@ class PipelineSection:
     pixel_space: bool = False
     #: a guidance-distilled model: the scale is a denoiser input, not two passes
     guidance_input: bool = False
+    #: SDXL's ``force_zeros_for_empty_prompt``: without a negative prompt, the unconditional
+    #: half of classifier-free guidance is zeros rather than the encoded empty prompt
+    zero_negative: bool = False
 
     @property
     def text_conditioned(self) -> bool:
-        return self.type in ("text-to-image", "flux")
+        return self.type in ("text-to-image", "sdxl", "flux")
 
     @classmethod
     def read(cls, f: Fields) -> PipelineSection:
@@ -89,6 +92,7 @@ class PipelineSection:
             null_class=null_class,
             pixel_space=f.flag("pixel_space"),
             guidance_input=f.flag("guidance_input"),
+            zero_negative=f.flag("zero_negative"),
         )
 
 
@@ -112,14 +116,20 @@ class SchedulerSection:
         )
 
 
+#: tokenizer file formats: CLIP's BPE pair (vocab.json + merges.txt), or one tokenizer.json
+#: read through the ``tokenizers`` library (T5's SentencePiece model)
+TOKENIZER_TYPES = ("clip-bpe", "json")
+
+
 @dataclass
 class TokenizerSection:
     """The tokenizer's files, its window, and the token prompts are padded with (the model's:
-    SD 2.x and SD-Turbo pad with "!"; a manifest without one pads with end-of-text)."""
+    SD 2.x and SD-Turbo pad with "!"; a manifest without one pads with end-of-text). A "json"
+    tokenizer's one file is ``vocab``; it has no ``merges``."""
 
     type: str
     vocab: str
-    merges: str
+    merges: str = ""
     max_length: int = 77
     pad_token: str = END_OF_TEXT
 
@@ -128,25 +138,48 @@ class TokenizerSection:
         pad = f.text("pad_token", END_OF_TEXT)
         if not 0 < len(pad) <= MAX_TOKEN_CHARS:
             raise f.fail("pad_token", f"expected 1 to {MAX_TOKEN_CHARS} characters")
+        kind = f.text("type", choices=TOKENIZER_TYPES)
+        if kind == "json":
+            if f.text("merges", ""):
+                raise f.fail("merges", "a json tokenizer has no merges file")
+            merges = ""
+        else:
+            merges = check_relative(f.text("merges"), f.where("merges"))
         return cls(
-            type=f.text("type", choices=("clip-bpe",)),
+            type=kind,
             vocab=check_relative(f.text("vocab"), f.where("vocab")),
-            merges=check_relative(f.text("merges"), f.where("merges")),
+            merges=merges,
             max_length=f.integer("max_length", 77, minimum=3, maximum=4096),
             pad_token=pad,
         )
 
-    def check_vocab(self, root: Path) -> None:
+    @property
+    def files(self) -> list[str]:
+        return [self.vocab, self.merges] if self.merges else [self.vocab]
+
+    def check_vocab(self, root: Path, key: str = "tokenizer") -> None:
         """The pad token is a token of the vocabulary the artifact ships (the runtime pads
         with its id); ``root`` is the artifact, its paths already checked."""
         path = root / self.vocab
         try:
-            vocab = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise DifforgeError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
-        if not isinstance(vocab, dict):
+        if not isinstance(data, dict):
             raise DifforgeError(f"{path} does not hold a JSON object")
-        if self.pad_token not in vocab:
+        if self.pad_token not in (_json_tokens(data) if self.type == "json" else data):
             raise DifforgeError(
-                f"manifest.json: tokenizer.pad_token: {self.pad_token!r} is not in {self.vocab}"
+                f"manifest.json: {key}.pad_token: {self.pad_token!r} is not in {self.vocab}"
             )
+
+
+def _json_tokens(data: dict[str, Any]) -> set[str]:
+    """The tokens a tokenizer.json knows: its added tokens and its model's vocabulary (a
+    token-to-id map for BPE and WordPiece, [token, score] pairs for Unigram)."""
+    tokens = {t.get("content") for t in data.get("added_tokens") or [] if isinstance(t, dict)}
+    vocab = (data.get("model") or {}).get("vocab") if isinstance(data.get("model"), dict) else None
+    if isinstance(vocab, dict):
+        tokens.update(vocab)
+    elif isinstance(vocab, list):
+        tokens.update(v[0] for v in vocab if isinstance(v, list) and v)
+    return {t for t in tokens if isinstance(t, str)}

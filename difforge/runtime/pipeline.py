@@ -109,7 +109,7 @@ class Pipeline:
         latents = self._initial_latents(req, sched)
         rng = np.random.default_rng([req.seed, 1]) if sched.stochastic else None
         self.policy.start(len(sched.timesteps), req.seed)
-        denoiser = Denoiser(self.runners, self.policy, uncond_first=self.kind == "text-to-image")
+        denoiser = Denoiser(self.runners, self.policy, uncond_first=self.text_conditioned)
         loop_start = time.perf_counter()
         done = sample(denoiser, sched, latents, cond, req.guidance_scale, req.cfg, rng, callback)
         loop = time.perf_counter() - loop_start

@@ -59,11 +59,11 @@ def images_per_call(manifest: Manifest, guidance_scale: float) -> int:
     image."""
     cfg = guidance_scale > 1.0 and not manifest.pipeline.guidance_input
     tops = []
-    for key, entry in manifest.components.items():
+    for entry in manifest.components.values():
         limits = entry.axes.get("batch")
         if limits is None:
             continue
-        doubled = cfg and key.partition("@")[0] in ("denoiser", "text_encoder")
+        doubled = cfg and entry.role in ("denoiser", "text_encoder")
         tops.append(int(limits[2]) // (2 if doubled else 1))
     return max(1, min(tops, default=1))
 
@@ -124,10 +124,10 @@ def _guidance(manifest: Manifest, req: GenerateRequest) -> float:
     )
     if guidance < 0:
         raise DifforgeError(f"--guidance must be 0 or more, got {guidance:g}")
-    if pipe.type == "flux" and guidance > 1.0:
+    if pipe.type == "flux" and guidance > 1.0 and not pipe.guidance_input:
         raise DifforgeError(
-            "this FLUX-style model has no classifier-free guidance (it is guidance-distilled "
-            "or guidance-free); leave --guidance unset"
+            "this FLUX-style model takes no guidance (it is guidance-free, as FLUX.1-schnell); "
+            "leave --guidance unset"
         )
     if req.negative_prompt and not (guidance > 1.0 and not pipe.guidance_input):
         why = (

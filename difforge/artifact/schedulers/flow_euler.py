@@ -1,7 +1,11 @@
 """Flow-matching Euler (rectified flow), as diffusers' ``FlowMatchEulerDiscreteScheduler``.
 
-With ``use_dynamic_shifting`` (FLUX), the sigmas are FluxPipeline's: ``linspace(1, 1/N, N)``
-shifted by ``mu``, which grows linearly with the image's token count.
+FluxPipeline always hands the scheduler its own sigmas, ``linspace(1, 1/N, N)``: shifted by
+``mu`` (which grows linearly with the image's token count) with ``use_dynamic_shifting``
+(FLUX.1-dev), by the constant ``shift`` otherwise (FLUX.1-schnell). A config without dynamic
+shifting gets FluxPipeline's sigmas only when it carries difforge's key ``flux_sigmas`` (set
+when a FluxPipeline folder is loaded); otherwise the scheduler's own grid, as SD3's pipeline
+samples, from σ_max down to 1/T.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ class FlowMatchEuler(Scheduler):
             mu = flux_mu(image_seq_len, config)
             base = np.linspace(1.0, 1.0 / num_steps, num_steps)
             sigmas = math.exp(mu) / (math.exp(mu) + (1.0 / base - 1.0))
+        elif config.get("flux_sigmas"):
+            base = np.linspace(1.0, 1.0 / num_steps, num_steps)
+            sigmas = shift * base / (1 + (shift - 1) * base)
         else:
             train = np.linspace(1, n, n, dtype=np.float32)[::-1] / n
             train = shift * train / (1 + (shift - 1) * train)
