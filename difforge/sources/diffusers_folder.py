@@ -1,90 +1,30 @@
-"""Load a diffusers pipeline folder (or a single-model folder) from disk, offline."""
+"""Load a diffusers pipeline folder from disk, offline: the pipeline class in its
+model_index.json picks the loader (text pipelines in :mod:`difforge.sources.text_folders`)."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from difforge.artifact.schedulers import choose_sampler
 from difforge.errors import DifforgeError
 from difforge.sources.base import Resolution, SourceModel
-from difforge.sources.tokenizer import check_clip_tokenizer
+from difforge.sources.folder_io import folder_scheduler, load_module, pickled_weights, read_json
+from difforge.sources.text_folders import RECTIFIED_FLOW, flux_folder, text_unet_folder
 
+#: the pipeline classes difforge compiles, and what each makes
 PIPELINES = {
     "StableDiffusionPipeline": "text-to-image",
+    "LatentConsistencyModelPipeline": "text-to-image",
+    RECTIFIED_FLOW: "text-to-image",
+    "StableDiffusionXLPipeline": "sdxl",
+    "FluxPipeline": "flux",
     "DiTPipeline": "class-to-image",
     # difforge's pixel-space class-conditional models (models/digits-*): no VAE.
     "DifforgeClassPipeline": "class-to-image",
 }
 
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DifforgeError(f"cannot read {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise DifforgeError(f"{path} does not hold a JSON object")
-    return data
-
-
-def _scheduler(folder: Path, requested: str | None) -> tuple[str, dict[str, Any], str | None]:
-    """The runtime sampler for the folder's scheduler: its own, a sound substitute, or the one
-    the user names; anything else is refused (sampling an LCM with DDIM gives wrong images)."""
-    path = folder / "scheduler" / "scheduler_config.json"
-    if not path.is_file():
-        raise DifforgeError(f"{folder} has no scheduler/scheduler_config.json")
-    config = _read_json(path)
-    try:
-        return choose_sampler(str(config.get("_class_name", "")), config, requested)
-    except DifforgeError as err:
-        raise DifforgeError(f"{path}: {err}") from None
-
-
-@contextlib.contextmanager
-def _quiet_loaders() -> Iterator[None]:
-    """diffusers and transformers log what difforge says itself (a pickled weight file, in
-    particular, is reported as a note): their loggers are set to errors only while loading."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    levels = (diffusers_logging.get_verbosity(), transformers_logging.get_verbosity())
-    diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)
-    transformers_logging.set_verbosity(transformers_logging.CRITICAL)
-    try:
-        yield
-    finally:
-        diffusers_logging.set_verbosity(levels[0])
-        transformers_logging.set_verbosity(levels[1])
-
-
-def _load(cls: Any, folder: Path, what: str) -> Any:
-    if not folder.is_dir():
-        raise DifforgeError(f"missing {what} folder: {folder}")
-    # diffusers' models would warn that `accelerate` is missing; load them the plain way.
-    extra = {"low_cpu_mem_usage": False} if cls.__module__.startswith("diffusers") else {}
-    try:
-        with _quiet_loaders():
-            return cls.from_pretrained(str(folder), local_files_only=True, **extra).eval()
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DifforgeError(f"cannot load {what} from {folder}: {first}") from None
-
-
-def pickled_weights(path: Path) -> list[str]:
-    """Notes for the model folders whose weights are pickles (.bin) rather than safetensors."""
-    notes = []
-    for sub in sorted(p for p in path.iterdir() if p.is_dir()):
-        if not any(sub.glob("*.safetensors")) and any(sub.glob("*.bin")):
-            notes.append(
-                f"{sub.name}: weights are a pickle (.bin), read with torch's weights-only "
-                "loader; safetensors is the safer format to ship"
-            )
-    return notes
+__all__ = ["PIPELINES", "load_folder", "pickled_weights"]
 
 
 def load_folder(path: Path, scheduler: str | None = None) -> SourceModel:
@@ -109,7 +49,7 @@ def _load_folder(path: Path, scheduler: str | None) -> SourceModel:
                 "model_index.json (denoiser, VAE and, for text-to-image, text encoder)"
             )
         raise DifforgeError(f"{path} is not a diffusers folder (no model_index.json)")
-    meta = _read_json(index)
+    meta = read_json(index)
     cls_name = str(meta.get("_class_name", ""))
     kind = PIPELINES.get(cls_name)
     if kind is None:
@@ -120,67 +60,31 @@ def _load_folder(path: Path, scheduler: str | None) -> SourceModel:
 
     if cls_name == "DifforgeClassPipeline":
         return _pixel_class_model(path, meta, scheduler)
+    if kind in ("text-to-image", "sdxl"):
+        return text_unet_folder(path, meta, cls_name, scheduler)
+    if kind == "flux":
+        return flux_folder(path, meta, scheduler)
+    return _dit(path, scheduler)
 
-    from diffusers import AutoencoderKL
 
-    vae = _load(AutoencoderKL, path / "vae", "vae")
+def _dit(path: Path, scheduler: str | None) -> SourceModel:
+    from diffusers import AutoencoderKL, DiTTransformer2DModel
+
+    vae = load_module(AutoencoderKL, path / "vae", "vae")
     scale = int(2 ** (len(vae.config.block_out_channels) - 1))
-    sched_name, sched_config, note = _scheduler(path, scheduler)
+    sched_name, sched_config, note = folder_scheduler(path, scheduler)
     description = {
         "type": "diffusers",
         "path": str(path.resolve()),
-        "pipeline": cls_name,
+        "pipeline": "DiTPipeline",
         "random_weights": False,
     }
-    if kind == "text-to-image":
-        from diffusers import UNet2DConditionModel
-        from transformers import CLIPTextModel
-
-        unet_config = path / "unet" / "config.json"
-        cond_dim = (
-            _read_json(unet_config).get("time_cond_proj_dim") if unet_config.is_file() else None
-        )
-        if cond_dim:
-            raise DifforgeError(
-                f"{path}: its U-Net takes a guidance embedding (time_cond_proj_dim={cond_dim}, "
-                "an LCM-distilled student); text-to-image artifacts do not feed one yet, and "
-                "without it the images are wrong"
-            )
-        tok = path / "tokenizer"
-        window = check_clip_tokenizer(tok).max_length  # before the weights load: fails fast
-        unet = _load(UNet2DConditionModel, path / "unet", "unet")
-        text_encoder = _load(CLIPTextModel, path / "text_encoder", "text_encoder")
-        positions = int(text_encoder.config.max_position_embeddings)
-        if window != positions:
-            raise DifforgeError(
-                f"{tok}: model_max_length {window} is not the text encoder's "
-                f"{positions} positions (difforge exports the text encoder at its full window)"
-            )
-        factor = scale * 2 ** (len(unet.config.block_out_channels) - 1)
-        native = int(unet.config.sample_size) * scale
-        return SourceModel(
-            name=path.name,
-            kind=kind,
-            denoiser=unet,
-            vae=vae,
-            text_encoder=text_encoder,
-            tokenizer_dir=tok,
-            scheduler_name=sched_name,
-            scheduler_config=sched_config,
-            scheduler_note=note,
-            resolution=Resolution(
-                min=max(factor, native // 2), default=native, max=native * 2, multiple=factor
-            ),
-            description=description,
-        )
-    from diffusers import DiTTransformer2DModel
-
-    transformer = _load(DiTTransformer2DModel, path / "transformer", "transformer")
+    transformer = load_module(DiTTransformer2DModel, path / "transformer", "transformer")
     factor = scale * int(transformer.config.patch_size)
     native = int(transformer.config.sample_size) * scale
     return SourceModel(
         name=path.name,
-        kind=kind,
+        kind="class-to-image",
         denoiser=transformer,
         vae=vae,
         text_encoder=None,
@@ -204,14 +108,14 @@ def _pixel_class_model(path: Path, meta: dict[str, Any], scheduler: str | None) 
     if "unet" in meta:
         from diffusers import UNet2DConditionModel
 
-        denoiser = _load(UNet2DConditionModel, path / "unet", "unet")
+        denoiser = load_module(UNet2DConditionModel, path / "unet", "unet")
         factor = 2 ** (len(denoiser.config.block_out_channels) - 1)
         native = int(denoiser.config.sample_size)
         resolution = Resolution(min=native, default=native, max=native * 2, multiple=factor)
     elif "transformer" in meta:
         from diffusers import DiTTransformer2DModel
 
-        denoiser = _load(DiTTransformer2DModel, path / "transformer", "transformer")
+        denoiser = load_module(DiTTransformer2DModel, path / "transformer", "transformer")
         native = int(denoiser.config.sample_size)
         # diffusers' DiT fixes its position table to sample_size: one resolution.
         resolution = Resolution(
@@ -219,7 +123,7 @@ def _pixel_class_model(path: Path, meta: dict[str, Any], scheduler: str | None) 
         )
     else:
         raise DifforgeError(f"{path / 'model_index.json'} lists neither a unet nor a transformer")
-    sched_name, sched_config, note = _scheduler(path, scheduler)
+    sched_name, sched_config, note = folder_scheduler(path, scheduler)
     return SourceModel(
         name=path.name,
         kind="class-to-image",

@@ -83,16 +83,68 @@ def test_a_consistency_model_keeps_its_sampler(sd_folder: Path) -> None:
         load_source(model=folder, scheduler="euler")
 
 
-def test_a_guidance_embedded_unet_is_refused_before_loading(
+def test_a_guidance_embedded_unet_takes_the_scale_as_an_input(
+    sd_folder: Path, tmp_path: Path
+) -> None:
+    """An LCM-distilled U-Net (``time_cond_proj_dim``) gets its guidance embedding from the
+    scale: the source says so, and the export config gives the denoiser a guidance input and
+    no CFG doubling."""
+    import shutil
+
+    from diffusers import UNet2DConditionModel
+
+    from difforge.exporter.components import components_for
+
+    folder = _with_scheduler(Path(shutil.copytree(sd_folder, tmp_path / "lcm")), "LCMScheduler")
+    unet = UNet2DConditionModel(**{**UNet2DConditionModel.load_config(str(folder / "unet")),
+                                   "time_cond_proj_dim": 32})
+    unet.save_pretrained(str(folder / "unet"))
+    source = load_source(model=folder)
+    assert source.extras["guidance_input"] is True
+    assert (source.scheduler_name, source.default_steps) == ("lcm", 4)
+    spec = components_for(source, max_batch=2)["denoiser"].spec
+    assert [t.name for t in spec.inputs][-1] == "guidance"
+    assert spec.axes["batch"].max == 2  # the image count: no classifier-free guidance
+
+
+def test_instaflow_is_sampled_with_rectified_flow(sd_folder: Path, tmp_path: Path) -> None:
+    import shutil
+
+    folder = Path(shutil.copytree(sd_folder, tmp_path / "instaflow"))
+    index = folder / "model_index.json"
+    index.write_text(
+        json.dumps({**json.loads(index.read_text()), "_class_name": "RectifiedFlowPipeline"})
+    )
+    source = load_source(model=folder)
+    assert (source.scheduler_name, source.default_steps, source.default_guidance) == (
+        "rectified-flow", 1, 0.0
+    )
+    with pytest.raises(DifforgeError, match="InstaFlow's models are sampled with rectified-flow"):
+        load_source(model=folder, scheduler="ddim")
+    # an InstaFlow checkpoint saved as a StableDiffusionPipeline folder, compiled by name
+    plain = load_source(model=_with_scheduler(sd_folder, "DDIMScheduler"),
+                        scheduler="rectified-flow")
+    assert plain.scheduler_name == "rectified-flow"
+    assert plain.scheduler_note is not None and "InstaFlow" in plain.scheduler_note
+
+
+def test_an_unsupported_pipeline_is_refused_naming_the_supported(
     sd_folder: Path, tmp_path: Path
 ) -> None:
     import shutil
 
-    folder = _with_scheduler(Path(shutil.copytree(sd_folder, tmp_path / "lcm")), "LCMScheduler")
-    config = folder / "unet" / "config.json"
-    config.write_text(json.dumps({**json.loads(config.read_text()), "time_cond_proj_dim": 256}))
-    with pytest.raises(DifforgeError, match=r"time_cond_proj_dim=256, an LCM-distilled student"):
+    folder = Path(shutil.copytree(sd_folder, tmp_path / "other"))
+    index = folder / "model_index.json"
+    index.write_text(
+        json.dumps({**json.loads(index.read_text()), "_class_name": "KandinskyPipeline"})
+    )
+    with pytest.raises(DifforgeError) as err:
         load_source(model=folder)
+    text = str(err.value)
+    assert "pipeline KandinskyPipeline" in text and "\n" not in text
+    for name in ("StableDiffusionXLPipeline", "FluxPipeline", "LatentConsistencyModelPipeline",
+                 "RectifiedFlowPipeline"):
+        assert name in text
 
 
 def test_a_named_sampler_is_used_and_recorded(sd_folder: Path) -> None:
