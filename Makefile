@@ -38,8 +38,11 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "warning: chromium could not be installed; the report screenshot test will skip (or fail under CI)"
 
+# Two workers, each module's tests on one worker (its fixtures built once); the session's
+# shared artifacts are built once per worker.
+PYTEST_WORKERS ?= 2
 test: venv lint browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 # Retrains every digits reference model from scratch, seeded (judge, teachers, students,
 # LinFusion and CLEAR distillations): about half an hour on 2 cores. CI does not run it.
