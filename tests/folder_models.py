@@ -45,7 +45,7 @@ def _vocab_size() -> int:
     return len(json.loads((VOCAB_DIR / "vocab.json").read_text()))
 
 
-def clip(seed: int, projection: bool = False, hidden: int = 32) -> Any:
+def clip(seed: int, projection: bool = False, hidden: int = 32, projection_dim: int = 0) -> Any:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     n = _vocab_size()
@@ -56,7 +56,7 @@ def clip(seed: int, projection: bool = False, hidden: int = 32) -> Any:
         num_hidden_layers=2,
         num_attention_heads=2,
         max_position_embeddings=77,
-        projection_dim=hidden,
+        projection_dim=projection_dim or hidden,
         bos_token_id=n - 2,
         eos_token_id=n - 1,
         pad_token_id=n - 1,
@@ -125,23 +125,23 @@ def sd_pipeline(
 
 
 def sdxl_pipeline(scheduler: Any) -> Any:
-    """StableDiffusionXLPipeline: two CLIPs (the second projected, padding with "!", as
-    SDXL's do), a U-Net with text-time added conditioning."""
+    """StableDiffusionXLPipeline: two CLIPs of different widths (the second projected, padding
+    with "!", as SDXL's do), a U-Net with text-time added conditioning."""
     import diffusers
 
     time_dim = 8
     return diffusers.StableDiffusionXLPipeline(
         vae=vae(1),
         text_encoder=clip(2),
-        text_encoder_2=clip(4, projection=True),
+        text_encoder_2=clip(4, projection=True, hidden=48, projection_dim=40),
         tokenizer=clip_tokenizer(),
         tokenizer_2=clip_tokenizer("!"),
         unet=unet(
             3,
-            context=64,
+            context=32 + 48,
             addition_embed_type="text_time",
             addition_time_embed_dim=time_dim,
-            projection_class_embeddings_input_dim=6 * time_dim + 32,
+            projection_class_embeddings_input_dim=6 * time_dim + 40,
         ),
         scheduler=scheduler,
     )

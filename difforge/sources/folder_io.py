@@ -79,19 +79,17 @@ def pickled_weights(path: Path) -> list[str]:
     return notes
 
 
-#: the transformers text-encoder classes a folder may list, by name
-TEXT_ENCODERS = ("CLIPTextModel", "CLIPTextModelWithProjection", "T5EncoderModel")
-
-
-def load_text_encoder(path: Path, meta: dict[str, Any], name: str) -> Any:
-    """The text encoder ``name`` of the folder, of the class model_index.json lists for it."""
+def load_text_encoder(path: Path, meta: dict[str, Any], name: str, expected: str) -> Any:
+    """The text encoder ``name`` of the folder, which model_index.json must list as the
+    transformers class its pipeline takes (``expected``): CLIP's, its projected variant, or
+    T5's encoder."""
     listed = meta.get(name)
     cls_name = listed[1] if isinstance(listed, list) and len(listed) == 2 else None
-    if cls_name not in TEXT_ENCODERS:
+    if cls_name != expected:
         raise DifforgeError(
-            f"{path / 'model_index.json'}: {name} is {cls_name or 'not listed'}; difforge "
-            f"exports {', '.join(TEXT_ENCODERS)}"
+            f"{path / 'model_index.json'}: {name} is {cls_name or 'not listed'}; this "
+            f"pipeline takes a {expected}"
         )
     import transformers
 
-    return load_module(getattr(transformers, str(cls_name)), path / name, name)
+    return load_module(getattr(transformers, expected), path / name, name)

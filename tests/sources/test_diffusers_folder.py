@@ -42,6 +42,13 @@ def test_own_scheduler_needs_no_note(sd_folder: Path) -> None:
     assert set(Path(tempfile.gettempdir()).glob("difforge-tokenizer-*")) == before
 
 
+def test_a_folder_s_default_range_is_one_verification_fits(sd_folder: Path) -> None:
+    """Half to one and a half times the native size (tiny-sd's U-Net: 256 px native), not
+    twice it: at 2x an SD 1.5 U-Net's attention alone needs tens of GB to verify."""
+    res = load_source(model=_with_scheduler(sd_folder, "DDIMScheduler")).resolution
+    assert (res.min, res.default, res.max, res.multiple) == (128, 256, 384, 16)
+
+
 def test_pndm_is_sampled_with_ddim_and_says_so(sd_folder: Path) -> None:
     source = load_source(model=_with_scheduler(sd_folder, "PNDMScheduler"))
     assert source.scheduler_name == "ddim"

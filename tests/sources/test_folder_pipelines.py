@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +149,9 @@ def shared_noise(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
     return use
 
 
-def _reference(case: Case, pipe: Any, latents: np.ndarray) -> np.ndarray:
+def _reference(
+    case: Case, pipe: Any, latents: np.ndarray, negative_prompt: str = ""
+) -> np.ndarray:
     """diffusers' pipeline (InstaFlow: its authors' loop) on the same latents."""
     call: dict[str, Any] = {
         "num_inference_steps": case.steps,
@@ -159,8 +161,8 @@ def _reference(case: Case, pipe: Any, latents: np.ndarray) -> np.ndarray:
         "output_type": "np",
         **case.reference,
     }
-    if case.negative_prompt:
-        call["negative_prompt"] = case.negative_prompt
+    if negative_prompt:
+        call["negative_prompt"] = negative_prompt
     start = torch.from_numpy(latents)
     if case.kind == "flux":
         b, c, h, w = latents.shape
@@ -212,7 +214,7 @@ def test_matches_diffusers(
     )
     ours = ours_pipe(request).images[0]
     shared_noise(5)
-    ref = _reference(case, pipe, latents)
+    ref = _reference(case, pipe, latents, case.negative_prompt)
     assert ours.shape == ref.shape
     diff = int(np.abs(ours.astype(int) - ref.astype(int)).max())
     assert diff <= 2, f"max pixel difference {diff}/255"
@@ -225,3 +227,47 @@ def test_matches_diffusers(
         )
     ).images[0]
     assert np.abs(other.astype(int) - ours.astype(int)).max() > 0
+    if case.kind == "sdxl" and case.guidance > 1:
+        # a negative prompt is encoded, not replaced by SDXL's zeros
+        negative = ours_pipe(replace(request, negative_prompt="blurry")).images[0]
+        shared_noise(5)
+        ref = _reference(case, pipe, latents, "blurry")
+        assert int(np.abs(negative.astype(int) - ref.astype(int)).max()) <= 2
+        assert np.abs(negative.astype(int) - ours.astype(int)).max() > 0
+
+
+def _refiner_like(tmp: Path) -> Any:
+    """SDXL's refiner conditions on 5 size/score values, not the base's 6."""
+    pipe = fm.sdxl_pipeline(_sched("EulerDiscreteScheduler"))
+    pipe.unet = fm.unet(
+        3, context=80, addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=5 * 8 + 40,
+    )
+    return pipe
+
+
+@pytest.mark.parametrize(
+    ("build", "index", "match"),
+    [
+        (_refiner_like, {}, r"not an SDXL base U-Net .* the SDXL refiner is not supported"),
+        (lambda tmp: fm.sd_pipeline(_sched("LCMScheduler"), lcm=True), {},
+         r"LatentConsistencyModelPipeline's U-Net needs time_cond_proj_dim"),
+        (lambda tmp: fm.flux_pipeline(_flow(False), tmp, guided=False),
+         {"text_encoder_2": ["transformers", "CLIPTextModel"]},
+         r"text_encoder_2 is CLIPTextModel; this pipeline takes a T5EncoderModel"),
+    ],
+    ids=["sdxl-refiner", "lcm-without-embedding", "flux-without-t5"],
+)
+def test_a_folder_that_does_not_fit_its_pipeline_is_refused_in_one_line(
+    tmp_path: Path, build: Callable[[Path], Any], index: dict[str, Any], match: str
+) -> None:
+    from difforge.errors import DifforgeError
+    from difforge.sources import load_source
+
+    folder = tmp_path / "folder"
+    build(tmp_path).save_pretrained(str(folder))
+    path = folder / "model_index.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **index}))
+    with pytest.raises(DifforgeError, match=match) as err:
+        load_source(model=folder)
+    assert "\n" not in str(err.value)
