@@ -182,3 +182,27 @@ def test_verification_out_of_memory_names_the_shape(tmp_path: Path) -> None:
     with pytest.raises(DifforgeError, match=r"verifying toy at its max shape \{'batch': 4\} ran "
                        r"out of memory in PyTorch; build a smaller range \(--resolution"):
         verify_component(component, path)
+
+
+def test_the_max_check_keeps_the_batch_at_its_min() -> None:
+    """The largest spatial shape is what catches a specialised trace and what costs memory;
+    the batch's range is left to the min and opt checks."""
+    from difforge.exporter.verify import verification_sizes
+
+    axis = Axis(min=16, opt=32, max=64, multiple=8)
+    spec = ComponentSpec(
+        role="denoiser",
+        inputs=(Tensor("sample", "float32", ("batch", 4, "height", "width")),),
+        outputs=(Tensor("noise_pred", "float32", ("batch", 4, "height", "width")),),
+        axes={"batch": Axis(1, 2, 4), "height": axis, "width": axis},
+    )
+    assert verification_sizes(spec, "min") == {"batch": 1, "height": 16, "width": 16}
+    assert verification_sizes(spec, "opt") == {"batch": 2, "height": 32, "width": 32}
+    assert verification_sizes(spec, "max") == {"batch": 1, "height": 64, "width": 64}
+    text = ComponentSpec(
+        role="text_encoder",
+        inputs=(Tensor("input_ids", "int64", ("batch", 77)),),
+        outputs=(Tensor("last_hidden_state", "float32", ("batch", 77, 8)),),
+        axes={"batch": Axis(1, 2, 4)},
+    )
+    assert verification_sizes(text, "max") == {"batch": 4}  # no spatial axis to grow
