@@ -13,8 +13,9 @@ from collections.abc import Iterable
 from difforge.artifact.manifest import PRECISIONS
 from difforge.errors import DifforgeError
 
-#: the component roles an artifact may have
-ROLES = ("text_encoder", "denoiser", "vae_decoder")
+#: the component roles an artifact may have, and the second text encoder (SDXL's second
+#: CLIP, FLUX's T5), which shares its role but may be named alone (T5 overflows in fp16)
+ROLES = ("text_encoder", "denoiser", "vae_decoder", "text_encoder_2")
 #: precisions that need recorded activations (scales)
 NEEDS_CALIBRATION = ("int8",)
 #: INT8 calibration methods (ONNX Runtime's CalibrationMethod names, lower-cased)
@@ -50,13 +51,17 @@ def component_precisions(
     wanted: dict[str, str], keys: Iterable[str], roles: dict[str, str]
 ) -> dict[str, str]:
     """Per component key (``denoiser``, ``denoiser@late``, ...) its precision; ``roles`` maps
-    each key to its role. A role the artifact does not have is refused."""
+    each key to its role. A name is a role (``text_encoder`` covers both text encoders) or a
+    component (``text_encoder_2``), the component's name winning; one the artifact does not
+    have is refused."""
     keys = list(keys)
-    known = set(roles.values())
+    known = set(roles.values()) | {key.partition("@")[0] for key in keys}
     unknown = sorted(set(wanted) - known)
     if unknown:
         raise DifforgeError(
             f"--precision names {', '.join(unknown)}, which this artifact does not have "
             f"(its components: {', '.join(sorted(known))})"
         )
-    return {key: wanted.get(roles[key], "fp32") for key in keys}
+    return {
+        key: wanted.get(key.partition("@")[0], wanted.get(roles[key], "fp32")) for key in keys
+    }
