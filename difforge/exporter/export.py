@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
 
@@ -110,12 +109,12 @@ def _export_components(
 def _copy_tokenizer(
     folder: Path | None, staging: Path, name: str, window: int | None = None
 ) -> TokenizerSection | None:
-    """The tokenizer files the runtime reads, written under ``name``: CLIP's BPE pair, or a
-    T5 tokenizer's tokenizer.json (read through the ``tokenizers`` library) with the window
-    its text encoder was exported at."""
+    """The tokenizer files the runtime reads, written under ``name``: CLIP's BPE pair, or,
+    where the source exported a T5 encoder at a ``window``, the T5 tokenizer's tokenizer.json
+    (read through the ``tokenizers`` library)."""
     if folder is None:
         return None
-    if _is_t5(folder):
+    if window is not None:
         from difforge.sources.tokenizer_json import write_json_tokenizer
 
         t5 = write_json_tokenizer(folder, staging / name)
@@ -133,18 +132,6 @@ def _copy_tokenizer(
         max_length=settings.max_length,
         pad_token=settings.pad_token,
     )
-
-
-def _is_t5(folder: Path) -> bool:
-    """A T5 tokenizer folder (FLUX's tokenizer_2): its config names a T5 tokenizer class."""
-    config = folder / "tokenizer_config.json"
-    if not config.is_file():
-        return False
-    try:
-        cls = json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class", "")
-    except (OSError, ValueError, AttributeError):
-        return False
-    return isinstance(cls, str) and cls.startswith("T5")
 
 
 def _verify(

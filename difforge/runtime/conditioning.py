@@ -59,13 +59,19 @@ class Conditioner:
     def prompt_notes(self, prompts: list[str], negative_prompt: str) -> list[str]:
         """What the user should know about the prompts: each text encoder reads a fixed window
         of tokens and drops the rest (diffusers warns of the same)."""
+        readers: list[tuple[str, Tokenizer | None]] = [("the text encoder", self.tokenizer)]
+        if self.tokenizer is not None and self.tokenizer_2 is not None:
+            readers = (
+                [("the text encoders", self.tokenizer)]  # SDXL: one window for both
+                if self.tokenizer_2.max_length == self.tokenizer.max_length
+                else [("text_encoder (CLIP)", self.tokenizer), ("text_encoder_2", self.tokenizer_2)]
+            )
         notes = []
-        for which, tok in (("text encoder", self.tokenizer), ("second", self.tokenizer_2)):
+        texts = [("prompt", p) for p in prompts] + [("negative prompt", negative_prompt)]
+        for reader, tok in readers:
             if tok is None:
                 continue
             window = tok.max_length - (2 if isinstance(tok, CLIPTokenizer) else 1)
-            reader = "the text encoder" if which == "text encoder" else "text_encoder_2"
-            texts = [("prompt", p) for p in prompts] + [("negative prompt", negative_prompt)]
             for what, text in texts:
                 dropped = tok.dropped(text)
                 if dropped:

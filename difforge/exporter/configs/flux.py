@@ -17,6 +17,7 @@ from difforge.exporter.configs.common import (
 )
 from difforge.exporter.specs import ComponentSpec, Tensor
 from difforge.exporter.wrappers import FluxDenoiser
+from difforge.sources.text_folders import T5_WINDOW
 
 GUIDANCE = Tensor("guidance", "float32", ("batch",), ("uniform", 1.0, 5.0))
 
@@ -31,7 +32,7 @@ def flux(req: BuildRequest) -> dict[str, Component]:
     clip_cfg = cast(Any, source.text_encoder).config
     out: dict[str, Component] = {}
     if source.text_encoder_2 is not None:
-        window = int(source.extras["t5_window"])
+        window = int(source.extras.get("t5_window") or T5_WINDOW)
         # T5's SDPA path reshapes a transposed view, which torch.export's fake tensors
         # refuse; its eager attention makes the copy explicit (same numbers).
         cast(Any, source.text_encoder_2).set_attn_implementation("eager")
