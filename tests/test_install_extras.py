@@ -52,7 +52,10 @@ def _names(requirements: list[str]) -> set[str]:
 
 def test_core_dependencies_are_the_runtime_only() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert _names(project["dependencies"]) == {"numpy", "onnxruntime", "pillow", "click"}
+    # tokenizers: FLUX's T5 tokenizer, read by the runtime (torch-free, aarch64 wheels)
+    assert _names(project["dependencies"]) == {
+        "numpy", "onnxruntime", "pillow", "click", "tokenizers"
+    }
     extras = project["optional-dependencies"]
     assert {"torch", "onnx", "diffusers", "rich"} <= _names(extras["compile"])
     assert not {"torch", "diffusers", "transformers"} & _names(extras["profile"])

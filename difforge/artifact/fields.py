@@ -4,8 +4,8 @@ A manifest comes from a file the user may have downloaded or edited, so nothing 
 trusted: every reader names the dotted path of the field it refused
 (``manifest.json: components.denoiser.axes.batch: expected 3 integers``), which the CLI
 prints as one line. Written here rather than with a JSON-schema library because the core
-install (numpy, onnxruntime, pillow, click) has none, and the typed dataclasses must be built
-anyway.
+install (numpy, onnxruntime, pillow, click, tokenizers) has none, and the typed dataclasses
+must be built anyway.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def calling(card: dict[str, Any]) -> str:
         if "guidance-scale embedding" in card["architecture"]:
             call += (
                 ", plus `timestep_cond=guidance_embedding(w, 32)` "
-                "(`difforge.exporter.components`, LCM's embedding of w - 1)"
+                "(`difforge.exporter.wrappers`, LCM's embedding of w - 1)"
             )
         call += "."
     return f"Calling it: {call} {common} `difforge.reference.architectures.Denoiser` wraps this."
