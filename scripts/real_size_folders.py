@@ -1,6 +1,6 @@
 """Real-size diffusers folders with seeded random weights, for benchmarks (no model hub).
 
-Usage: python scripts/real_size_folders.py sd15 OUT [--seed 0]
+Usage: python scripts/real_size_folders.py sd15|sdxl OUT [--seed 0]
 
 ``sd15``: Stable Diffusion 1.5's architecture as its published configs give it: the U-Net
 (860 M parameters: 320/640/1280/1280 channels, 2 layers per block, cross-attention width 768,
@@ -9,6 +9,12 @@ Usage: python scripts/real_size_folders.py sd15 OUT [--seed 0]
 encoder's token table: it is sized to the BPE vocabulary difforge ships, so the folder's
 tokenizer is that one. Weights are random (seeded): the images are noise; what is measured on
 these folders is time and memory, never image quality.
+
+``sdxl``: SDXL base 1.0's architecture from its configs: the U-Net (2.6 B parameters: 320/640/
+1280 channels, 1/2/10 transformer layers per level, cross-attention width 2048, text-time
+added conditioning), CLIP ViT-L/14's text tower and OpenCLIP ViT-bigG/14's (32 layers, width
+1280, projected to 1280), the SDXL VAE, an Euler scheduler; token tables sized to the shipped
+vocabulary, the second tokenizer padding with "!" as SDXL's does.
 """
 
 from __future__ import annotations
@@ -104,7 +110,77 @@ def sd15(dst: Path, seed: int = 0) -> Path:
     return dst
 
 
-FOLDERS = {"sd15": sd15}
+#: SDXL base 1.0's U-Net (stabilityai/stable-diffusion-xl-base-1.0, unet/)
+SDXL_UNET: dict[str, Any] = {
+    "sample_size": 128,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    "block_out_channels": [320, 640, 1280],
+    "layers_per_block": 2,
+    "transformer_layers_per_block": [1, 2, 10],
+    "attention_head_dim": [5, 10, 20],
+    "cross_attention_dim": 2048,
+    "use_linear_projection": True,
+    "addition_embed_type": "text_time",
+    "addition_time_embed_dim": 256,
+    "projection_class_embeddings_input_dim": 2816,
+    "norm_num_groups": 32,
+}
+#: OpenCLIP ViT-bigG/14's text tower (SDXL's text_encoder_2)
+SDXL_TEXT_2 = {
+    "hidden_size": 1280,
+    "intermediate_size": 5120,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 20,
+    "max_position_embeddings": 77,
+    "hidden_act": "gelu",
+    "projection_dim": 1280,
+}
+
+
+def sdxl(dst: Path, seed: int = 0) -> Path:
+    """Write an SDXL-base-architecture ``StableDiffusionXLPipeline`` folder at ``dst``."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+    )
+
+    from difforge.sources.presets import SD_SCHEDULER, VOCAB_DIR
+
+    vocab = len(json.loads((VOCAB_DIR / "vocab.json").read_text()))
+    ids = {"vocab_size": vocab, "bos_token_id": vocab - 2, "eos_token_id": vocab - 1,
+           "pad_token_id": vocab - 1}
+    torch.manual_seed(seed)
+    files = (str(VOCAB_DIR / "vocab.json"), str(VOCAB_DIR / "merges.txt"))
+    pipeline = StableDiffusionXLPipeline(
+        vae=AutoencoderKL(**{**SD_VAE, "sample_size": 1024, "scaling_factor": 0.13025}).eval(),
+        text_encoder=CLIPTextModel(CLIPTextConfig(**ids, **SD15_TEXT)).eval(),
+        text_encoder_2=CLIPTextModelWithProjection(
+            CLIPTextConfig(**ids, **SDXL_TEXT_2)
+        ).eval(),
+        tokenizer=CLIPTokenizer(*files, model_max_length=77),
+        tokenizer_2=CLIPTokenizer(*files, model_max_length=77, pad_token="!"),
+        unet=UNet2DConditionModel(**SDXL_UNET).eval(),
+        scheduler=EulerDiscreteScheduler.from_config(
+            {k: v for k, v in SD_SCHEDULER.items() if k != "_class_name"}
+        ),
+    )
+    pipeline.save_pretrained(str(dst))
+    return dst
+
+
+FOLDERS = {"sd15": sd15, "sdxl": sdxl}
 
 
 def main() -> None:
