@@ -24,7 +24,7 @@ from difforge.exporter.prepare import (
     create_patches,
     prepare_model,
 )
-from difforge.exporter.verify import verify_component
+from difforge.exporter.verify import check_outputs, reference_outputs, release_weights
 from difforge.sources import SourceModel
 from difforge.sources.tokenizer import write_clip_tokenizer
 from difforge.versions import library_versions
@@ -92,7 +92,8 @@ def _export_components(
             label = f"{role} ({variant})" if stepped is not None else role
             with rep.task(f"export {label}"):
                 export_component(component, staging / rel, config.opset)
-            checks = _verify(component, staging / rel, label, config.verify, rep)
+            last = index == len(variants) - 1  # the module's last use: its weights can go
+            checks = _verify(component, staging / rel, label, config.verify, rep, release=last)
             entries[key] = component.spec.manifest_entry(rel, checks)
             graphs.append(staging / rel)
         if stepped is not None:
@@ -121,7 +122,7 @@ def _copy_tokenizer(
         return TokenizerSection(
             "json",
             f"{name}/tokenizer.json",
-            max_length=window or t5.max_length,
+            max_length=window,
             pad_token=t5.pad_token,
         )
     settings = write_clip_tokenizer(folder, staging / name)
@@ -135,12 +136,19 @@ def _copy_tokenizer(
 
 
 def _verify(
-    component: Component, path: Path, label: str, enabled: bool, rep: Reporter
+    component: Component, path: Path, label: str, enabled: bool, rep: Reporter, release: bool
 ) -> list[dict[str, Any]]:
+    """PyTorch's references, then (the weights released after the module's last use, so
+    that PyTorch's and ONNX Runtime's copies never sit side by side) ONNX Runtime's check."""
     if not enabled:
+        if release:
+            release_weights(component.module)
         return []
     with rep.task(f"verify {label} on ONNX Runtime at min/opt/max shapes"):
-        checks = verify_component(component, path)
+        refs = reference_outputs(component)
+        if release:
+            release_weights(component.module)
+        checks = check_outputs(component.spec, path, refs)
     worst = max(c["max_rel"] for c in checks)
     rep.note(f"{label}: max relative error {worst:.1e} (tolerance {component.spec.tolerance:.0e})")
     return checks

@@ -206,3 +206,30 @@ def test_the_max_check_keeps_the_batch_at_its_min() -> None:
         axes={"batch": Axis(1, 2, 4)},
     )
     assert verification_sizes(text, "max") == {"batch": 4}  # no spatial axis to grow
+
+
+def test_weights_are_released_before_onnx_runtime_checks(tmp_path: Path) -> None:
+    """PyTorch's references come first; the module's weights can then go (to the meta
+    device) and the check still compares against them, so the two copies of a real-size
+    component's weights never sit side by side."""
+    from difforge.exporter.verify import check_outputs, reference_outputs, release_weights
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 8))
+    spec = ComponentSpec(
+        role="toy",
+        inputs=(Tensor("x", "float32", ("batch", 8)),),
+        outputs=(Tensor("y", "float32", ("batch", 8)),),
+        axes={"batch": Axis(1, 2, 4)},
+    )
+    component = Component(spec, module)
+    path = export_component(component, tmp_path / "toy.onnx")
+    refs = reference_outputs(component)
+    release_weights(module)
+    assert all(p.device.type == "meta" for p in module.parameters())
+    checks = check_outputs(spec, path, refs)
+    assert [c["shape"] for c in checks] == ["min", "opt", "max"]
+    assert max(c["max_rel"] for c in checks) <= 1e-5
+    refs[0].outputs[0] = refs[0].outputs[0] + 1.0  # a wrong reference is still caught
+    with pytest.raises(DifforgeError, match=r"toy\.y at min shape .* differs from PyTorch"):
+        check_outputs(spec, path, refs)

@@ -67,20 +67,19 @@ def text_encoder(
     ``outputs`` pairs each graph output's name with what it is (:class:`TextEncoder`'s "last",
     "penultimate" or "pooled")."""
     cfg = cast(Any, model).config
-    seq = int(window or getattr(cfg, "max_position_embeddings", 0) or 0)
+    seq = int(window or cfg.max_position_embeddings)  # T5 has no positions: a window is given
     hidden = int(getattr(cfg, "hidden_size", 0) or getattr(cfg, "d_model", 0))
     pooled_dim = int(getattr(cfg, "projection_dim", 0) or hidden)
     projected = type(model).__name__ == "CLIPTextModelWithProjection"
     dims: dict[str, tuple[int | str, ...]] = {
-        "last": ("batch", seq or "tokens", hidden),
-        "penultimate": ("batch", seq or "tokens", hidden),
+        "last": ("batch", seq, hidden),
+        "penultimate": ("batch", seq, hidden),
         "pooled": ("batch", pooled_dim if projected else hidden),
     }
-    tokens: int | str = seq or "tokens"
     return Component(
         ComponentSpec(
             role="text_encoder",
-            inputs=(Tensor("input_ids", "int64", ("batch", tokens), ("int", int(cfg.vocab_size))),),
+            inputs=(Tensor("input_ids", "int64", ("batch", seq), ("int", int(cfg.vocab_size))),),
             outputs=tuple(Tensor(name, "float32", dims[kind]) for name, kind in outputs),
             axes={"batch": batch},
         ),
