@@ -42,6 +42,9 @@ class Stage:
     task: str
     seconds: float
     peak_bytes: int
+    #: resident memory less file-backed pages (weights memory-mapped from safetensors, which
+    #: the kernel may drop and read again): what the stage really allocated
+    peak_anon: int = 0
 
 
 @dataclass
@@ -49,6 +52,7 @@ class Run:
     model: str
     stages: list[Stage] = field(default_factory=list)
     peak_bytes: int = 0
+    peak_anon: int = 0
     wall: float = 0.0
     returncode: int = 0
     last_line: str = ""
@@ -56,12 +60,13 @@ class Run:
     unfinished_peak: int = 0
 
 
-def _tree_rss(proc: psutil.Process) -> int:
+def _tree_rss(proc: psutil.Process) -> tuple[int, int]:
+    """(resident, resident less file-backed) bytes of ``proc`` and its children."""
     try:
-        procs = [proc, *proc.children(recursive=True)]
-        return sum(p.memory_info().rss for p in procs if p.is_running())
+        infos = [p.memory_info() for p in [proc, *proc.children(recursive=True)]]
     except psutil.Error:
-        return 0
+        return 0, 0
+    return sum(m.rss for m in infos), sum(m.rss - m.shared for m in infos)
 
 
 def compile_measured(model: str, folder: Path, out: Path, extra: list[str]) -> Run:
@@ -72,14 +77,16 @@ def compile_measured(model: str, folder: Path, out: Path, extra: list[str]) -> R
     start = time.perf_counter()
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     proc = psutil.Process(child.pid)
-    stage_peak = [0]
+    stage_peak = [0, 0]
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            rss = _tree_rss(proc)
+            rss, anon = _tree_rss(proc)
             stage_peak[0] = max(stage_peak[0], rss)
+            stage_peak[1] = max(stage_peak[1], anon)
             run.peak_bytes = max(run.peak_bytes, rss)
+            run.peak_anon = max(run.peak_anon, anon)
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -88,12 +95,13 @@ def compile_measured(model: str, folder: Path, out: Path, extra: list[str]) -> R
     for line in child.stdout:
         line = line.rstrip()
         print(line, flush=True)
-        if line.strip():
-            run.last_line = line.strip()
+        if line.strip():  # no paths of this machine in the table
+            run.last_line = line.strip().replace(str(folder.parent), "…")
         match = DONE.match(line.strip())
         if match:
-            run.stages.append(Stage(match["task"], float(match["seconds"]), stage_peak[0]))
-            stage_peak[0] = 0
+            task = match["task"].replace(str(folder), f"the {model} folder")
+            run.stages.append(Stage(task, float(match["seconds"]), *stage_peak))
+            stage_peak[:] = [0, 0]
     run.returncode = child.wait()
     done.set()
     sampler.join()
@@ -121,6 +129,13 @@ def artifact_bytes(out: Path) -> dict[str, int]:
     }
 
 
+def _part(component: str, weights: dict[str, int]) -> str:
+    """The folder part an artifact component was made from (the VAE's includes its encoder)."""
+    if component == "denoiser":
+        return "unet" if "unet" in weights else "transformer"
+    return {"vae_decoder": "vae"}.get(component, component)
+
+
 def render(runs: list[tuple[Run, dict[str, int], dict[str, int]]], extra: list[str]) -> str:
     machine = describe_machine(0)
     lines = [
@@ -128,7 +143,8 @@ def render(runs: list[tuple[Run, dict[str, int], dict[str, int]]], extra: list[s
         f"{' '.join(r.model for r, _, _ in runs)} {' '.join(extra)}`: {machine['cpu_model']}, "
         f"{machine['logical_cpus']} logical CPUs, flags {flag_summary(machine)}; "
         "seeded random weights in the published architectures. Peak: resident memory of the "
-        "compile's process tree during the stage.",
+        "compile's process tree during the stage; anonymous: the same less file-backed pages "
+        "(weights memory-mapped from the folder's safetensors, which the kernel can drop).",
         "",
     ]
     for run, weights, sizes in runs:
@@ -141,20 +157,25 @@ def render(runs: list[tuple[Run, dict[str, int], dict[str, int]]], extra: list[s
             f"`{run.last_line[:160]}`"
         )
         lines += [
-            f"**{run.model}** ({status}; whole-run peak {run.peak_bytes / GB:.1f} GB = "
-            f"{run.peak_bytes / max(unet, 1):.1f}x the U-Net's {unet / GB:.2f} GB of fp32 "
+            f"**{run.model}** ({status}; whole-run peak {run.peak_bytes / GB:.1f} GB resident, "
+            f"{run.peak_anon / GB:.1f} GB anonymous = {run.peak_bytes / max(unet, 1):.1f}x and "
+            f"{run.peak_anon / max(unet, 1):.1f}x the U-Net's {unet / GB:.2f} GB of fp32 "
             "weights)",
             "",
-            "| stage | seconds | peak GB |",
-            "|---|---:|---:|",
-            *(f"| {s.task} | {s.seconds:.1f} | {s.peak_bytes / GB:.1f} |" for s in run.stages),
+            "| stage | seconds | peak GB | anonymous GB |",
+            "|---|---:|---:|---:|",
+            *(
+                f"| {s.task} | {s.seconds:.1f} | {s.peak_bytes / GB:.1f} | "
+                f"{s.peak_anon / GB:.1f} |"
+                for s in run.stages
+            ),
             "",
             "| component | fp32 weights in the folder (GB) | artifact (GB) |",
             "|---|---:|---:|",
             *(
-                f"| {name} | {weights.get(part, 0) / GB:.2f} | {size / GB:.2f} |"
+                f"| {name} | {weights.get(_part(name, weights), 0) / GB:.2f} | {size / GB:.2f} |"
                 for name, size in sizes.items()
-                for part in [name.replace("_decoder", "")]
+                if not name.startswith("tokenizer")
             ),
             "",
         ]
