@@ -12,19 +12,16 @@ from typing import Any
 
 import torch
 
+from difforge.sources.presets import SD_SCHEDULER as PRESET_SCHEDULER
 from difforge.sources.presets import VOCAB_DIR
 from tests.reference_pipelines import clip_tokenizer
 
 #: the size every folder case is compiled and compared at
 SIZE = 32
+#: SD's noise schedule without a class or spacing: each case picks its scheduler class, and
+#: each class keeps its own default spacing unless the case names one
 SD_SCHEDULER = {
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "clip_sample": False,
-    "set_alpha_to_one": False,
-    "steps_offset": 1,
+    k: v for k, v in PRESET_SCHEDULER.items() if k not in ("_class_name", "timestep_spacing")
 }
 
 

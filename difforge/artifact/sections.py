@@ -167,13 +167,13 @@ class TokenizerSection:
             raise DifforgeError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
         if not isinstance(data, dict):
             raise DifforgeError(f"{path} does not hold a JSON object")
-        if self.pad_token not in (_json_tokens(data) if self.type == "json" else data):
+        if self.pad_token not in (json_tokens(data) if self.type == "json" else data):
             raise DifforgeError(
                 f"manifest.json: {key}.pad_token: {self.pad_token!r} is not in {self.vocab}"
             )
 
 
-def _json_tokens(data: dict[str, Any]) -> set[str]:
+def json_tokens(data: dict[str, Any]) -> set[str]:
     """The tokens a tokenizer.json knows: its added tokens and its model's vocabulary (a
     token-to-id map for BPE and WordPiece, [token, score] pairs for Unigram)."""
     tokens = {t.get("content") for t in data.get("added_tokens") or [] if isinstance(t, dict)}

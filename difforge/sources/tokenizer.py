@@ -72,16 +72,28 @@ def _token(value: Any, where: str) -> str:
     return content
 
 
-def read_settings(tok: Path) -> TokenizerSettings:
-    """The pad token and window ``transformers.CLIPTokenizer.from_pretrained(tok)`` uses."""
+def special_settings(tok: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The tokenizer settings transformers' ``from_pretrained`` reads from ``tok`` (the config,
+    overridden by the special tokens map unless the config lists its added tokens), and for
+    each key where it came from (``file: key``), for errors."""
     config, origin = _object(tok / CONFIG), {}
     if "added_tokens_decoder" not in config:  # transformers' legacy path: the map wins
         special = _object(tok / SPECIAL_TOKENS_MAP)
         config = {**config, **special}
         origin = dict.fromkeys(special, SPECIAL_TOKENS_MAP)
-    where = {key: f"{tok / origin.get(key, CONFIG)}: {key}" for key in config}
-    pad = config.get("pad_token")
-    pad_token = END_OF_TEXT if pad is None else _token(pad, where["pad_token"])
+    return config, {key: f"{tok / origin.get(key, CONFIG)}: {key}" for key in config}
+
+
+def special_token(config: dict[str, Any], where: dict[str, str], key: str, default: str) -> str:
+    """The special token ``key`` of :func:`special_settings`' config, or ``default``."""
+    value = config.get(key)
+    return default if value is None else _token(value, where[key])
+
+
+def read_settings(tok: Path) -> TokenizerSettings:
+    """The pad token and window ``transformers.CLIPTokenizer.from_pretrained(tok)`` uses."""
+    config, where = special_settings(tok)
+    pad_token = special_token(config, where, "pad_token", END_OF_TEXT)
     max_length = config.get("model_max_length")
     if max_length is None:
         max_length = DEFAULT_MAX_LENGTH

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from difforge.artifact.sections import json_tokens
 from difforge.errors import DifforgeError
-from difforge.sources.tokenizer import CONFIG, SPECIAL_TOKENS_MAP, _object, _read_json, _token
+from difforge.sources.folder_io import read_json
+from difforge.sources.tokenizer import special_settings, special_token
 
 #: T5's end and pad tokens (the runtime's tokenizer reads the same ones from the file)
 EOS = "</s>"
@@ -59,17 +61,13 @@ def _max_length(value: Any, where: str) -> int:
 
 def _vocabulary(path: Path) -> set[str]:
     """The tokens of a Unigram ``tokenizer.json``: its pieces and its added tokens."""
-    data = _read_json(path)
-    model = data.get("model") if isinstance(data, dict) else None
+    data = read_json(path)
+    model = data.get("model")
     if not isinstance(model, dict) or model.get("type") != "Unigram":
         raise DifforgeError(f"{path} is not a Unigram (T5) tokenizer")
-    pieces = model.get("vocab")
-    if not isinstance(pieces, list):
+    if not isinstance(model.get("vocab"), list):
         raise DifforgeError(f"{path}: the Unigram vocabulary is not a list")
-    tokens = {p[0] for p in pieces if isinstance(p, list) and p and isinstance(p[0], str)}
-    added = data.get("added_tokens") or []
-    tokens.update(t["content"] for t in added if isinstance(t, dict) and "content" in t)
-    return tokens
+    return json_tokens(data)
 
 
 def read_t5_tokenizer(folder: Path) -> JsonTokenizerSettings:
@@ -83,14 +81,8 @@ def read_t5_tokenizer(folder: Path) -> JsonTokenizerSettings:
             "tokenizer.json: write it with transformers' "
             f"T5TokenizerFast.from_pretrained({str(folder)!r}).save_pretrained({str(folder)!r})"
         )
-    config, origin = _object(folder / CONFIG), {}
-    if "added_tokens_decoder" not in config:  # transformers' legacy path: the map wins
-        special = _object(folder / SPECIAL_TOKENS_MAP)
-        config = {**config, **special}
-        origin = dict.fromkeys(special, SPECIAL_TOKENS_MAP)
-    where = {key: f"{folder / origin.get(key, CONFIG)}: {key}" for key in config}
-    pad = config.get("pad_token")
-    pad_token = PAD if pad is None else _token(pad, where["pad_token"])
+    config, where = special_settings(folder)
+    pad_token = special_token(config, where, "pad_token", PAD)
     max_length = _max_length(config.get("model_max_length"), where.get("model_max_length", ""))
     vocabulary = _vocabulary(path)
     for token, role in ((pad_token, "pad"), (EOS, "end")):
