@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from difforge.artifact.dims import shape_of
 from difforge.artifact.manifest import ComponentEntry
 from difforge.errors import DifforgeError
 
@@ -29,7 +30,7 @@ def sample_feeds(
     chosen = {axis: values[index] for axis, values in entry.axes.items()} | dict(sizes or {})
     feeds: dict[str, np.ndarray] = {}
     for tensor in entry.inputs:
-        shape = [d if isinstance(d, int) else chosen[d] for d in tensor.shape]
+        shape = shape_of(tensor.shape, chosen)
         if tensor.dtype == "int64":
             feeds[tensor.name] = rng.integers(0, 10, size=shape, dtype=np.int64)
         elif tensor.name == "timestep":

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from difforge.artifact.fields import Fields
+from difforge.artifact.interval_rule import IntervalRule
 from difforge.artifact.step_tables import step_table
 from difforge.errors import DifforgeError
 
@@ -51,7 +52,18 @@ class StepRule:
         return rule
 
 
-def first_match(rules: tuple[StepRule, ...], default: str, index: int, num_steps: int) -> str:
+#: a step rule as the plan holds it: a window of steps, or every step but the refresh steps
+Rule = StepRule | IntervalRule
+
+
+def read_rule(f: Fields) -> Rule:
+    """A rule from its manifest JSON: ``kind`` "interval" (:class:`IntervalRule`), else a
+    window (:class:`StepRule`, the format's original rule, which has no ``kind``)."""
+    kind = f.text("kind", "window", choices=("window", "interval"))
+    return IntervalRule.read(f) if kind == "interval" else StepRule.read(f)
+
+
+def first_match(rules: tuple[Rule, ...], default: str, index: int, num_steps: int) -> str:
     """The variant of the first rule covering step ``index``, else ``default``."""
     return next((r.variant for r in rules if r.covers(index, num_steps)), default)
 
@@ -137,7 +149,7 @@ class StepPlan:
     #: variant name -> component key in the manifest ("denoiser", "denoiser@redilated", ...);
     #: the first is the default.
     variants: dict[str, str] = field(default_factory=lambda: {BASE: "denoiser"})
-    rules: tuple[StepRule, ...] = ()
+    rules: tuple[Rule, ...] = ()
     inputs: dict[str, StepInput] = field(default_factory=dict)
     guidance: NoiseDampedGuidance | None = None
     #: denoiser input name -> the output of the previous call that feeds it
@@ -166,7 +178,7 @@ class StepPlan:
         guidance = f.obj("guidance", None)
         return cls(
             variants=variants,
-            rules=tuple(StepRule.read(r) for r in f.objects("rules")),
+            rules=tuple(read_rule(r) for r in f.objects("rules")),
             inputs={k: StepInput.read(k, v) for k, v in f.mapping("inputs").items()},
             guidance=NoiseDampedGuidance.read(guidance) if guidance is not None else None,
             carry={k: f.obj("carry").text(k) for k in f.table("carry", {})},

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from difforge.artifact.interval_rule import IntervalRule
 from difforge.artifact.manifest import FORMAT_VERSION, ComponentEntry, EngineRecord, Manifest
 from difforge.artifact.step_plan import STEP_VARIANT, NoiseDampedGuidance, StepPlan
+from difforge.errors import DifforgeError
 
 
 def _shape(dims: list[int | str]) -> str:
@@ -137,9 +139,15 @@ def _plan(plan: StepPlan) -> list[str]:
     lines = ["step plan:"]
     lines.append("  variants: " + ", ".join(f"{k} -> {v}" for k, v in plan.variants.items()))
     for rule in plan.rules:
-        lines.append(f"  {rule.variant}: steps {_span(rule.start, rule.end)}")
+        if isinstance(rule, IntervalRule):
+            lines.append(f"  {rule.variant}: all but the refresh steps ({rule.describe()})")
+        else:
+            lines.append(f"  {rule.variant}: steps {_span(rule.start, rule.end)}")
     for steps in (20, 50):
-        lines.append(f"  at {steps} steps: {_runs(plan.schedule(steps))}")
+        try:
+            lines.append(f"  at {steps} steps: {_runs(plan.schedule(steps))}")
+        except DifforgeError as err:
+            lines.append(f"  at {steps} steps: cannot run ({err})")
     for name, spec in plan.inputs.items():
         lines.append(f"  input {name}: per-step table '{spec.table}', seed {spec.seed}")
     for input_name, output in plan.carry.items():

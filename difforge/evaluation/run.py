@@ -81,6 +81,7 @@ def torch_pipeline(root: Path, manifest: Manifest, reporter: Reporter) -> Pipeli
     from difforge.config import ExportConfig, ResolutionRange
     from difforge.evaluation.torch_runner import TorchRunner
     from difforge.exporter.prepare import prepare_model
+    from difforge.exporter.state import with_state
     from difforge.patches import PatchRequest, create_patch
 
     source = manifest.source
@@ -115,6 +116,8 @@ def torch_pipeline(root: Path, manifest: Manifest, reporter: Reporter) -> Pipeli
         if stepped is not None and role == "denoiser":
             chosen = variant or stepped.variants()[0]
             before = lambda chosen=chosen: stepped.set_variant(chosen)  # noqa: E731
+            # state a variant carries between steps goes in and out as tensors, as in the graph
+            module = with_state(prepared.components[role], stepped, chosen).module
         runners[key] = TorchRunner(key, entry, module, before)
     return Pipeline(root, manifest, runners)
 

@@ -24,6 +24,7 @@ from difforge.exporter.prepare import (
     create_patches,
     prepare_model,
 )
+from difforge.exporter.state import with_state
 from difforge.exporter.verify import check_outputs, reference_outputs, release_weights
 from difforge.sources import SourceModel
 from difforge.sources.tokenizer import write_clip_tokenizer
@@ -90,11 +91,13 @@ def _export_components(
                     key, rel = f"{role}@{variant}", f"{role}/model@{variant}.onnx"
                 variant_keys[variant] = key
             label = f"{role} ({variant})" if stepped is not None else role
+            # a variant that carries state between steps takes and emits it as tensors
+            part = with_state(component, stepped, variant) if stepped is not None else component
             with rep.task(f"export {label}"):
-                export_component(component, staging / rel, config.opset)
+                export_component(part, staging / rel, config.opset)
             last = index == len(variants) - 1  # the module's last use: its weights can go
-            checks = _verify(component, staging / rel, label, config.verify, rep, release=last)
-            entries[key] = component.spec.manifest_entry(rel, checks)
+            checks = _verify(part, staging / rel, label, config.verify, rep, release=last)
+            entries[key] = part.spec.manifest_entry(rel, checks)
             graphs.append(staging / rel)
         if stepped is not None:
             stepped.set_variant(variants[0])

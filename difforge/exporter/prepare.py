@@ -83,6 +83,7 @@ class AppliedPatches:
             rules=tuple(self.stepped.step_rules()),
             inputs=inputs,
             guidance=self.stepped.guidance(),
+            carry=self.stepped.carry(),
         )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from difforge.artifact.dims import shape_of, split_dim
 from difforge.artifact.manifest import ComponentEntry, TensorSpec
 
 _TORCH_DTYPES = {"float32": torch.float32, "int64": torch.int64, "float16": torch.float16}
@@ -85,17 +86,30 @@ class ComponentSpec:
                 dims[name] = Dim(name, min=axis.min, max=axis.max)
         out: dict[str, dict[int, Any]] = {}
         for tensor in self.inputs:
-            entry = {
-                i: dims[d] for i, d in enumerate(tensor.dims) if isinstance(d, str) and d in dims
-            }
+            entry: dict[int, Any] = {}
+            for i, d in enumerate(tensor.dims):
+                if isinstance(d, str) and split_dim(d)[0] in dims:
+                    entry[i] = self._derived(d, dims)
             out[tensor.name] = entry
         return out
+
+    def _derived(self, dim: str, dims: dict[str, Any]) -> Any:
+        """``axis`` -> its Dim; ``axis/k`` -> ``(multiple / k) * base`` (torch.export's
+        derived dims are affine, so the axis must be a multiple of k by construction)."""
+        name, divisor = split_dim(dim)
+        if divisor == 1:
+            return dims[name]
+        axis = self.axes[name]
+        if axis.multiple % divisor:
+            raise ValueError(f"{self.role}: {dim} needs {name}'s multiple divisible by {divisor}")
+        base = dims[name].root  # an axis with a multiple > 1 is ``multiple * root``
+        return base if axis.multiple == divisor else (axis.multiple // divisor) * base
 
     def sample_inputs(self, sizes: dict[str, int], seed: int = 0) -> dict[str, torch.Tensor]:
         gen = torch.Generator().manual_seed(seed)
         feeds: dict[str, torch.Tensor] = {}
         for tensor in self.inputs:
-            shape = [d if isinstance(d, int) else sizes[d] for d in tensor.dims]
+            shape = shape_of(tensor.dims, sizes)
             if tensor.sample == "timestep":
                 feeds[tensor.name] = torch.rand(shape, generator=gen) * 999.0
             elif isinstance(tensor.sample, tuple) and tensor.sample[0] == "int":

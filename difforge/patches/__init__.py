@@ -54,6 +54,7 @@ _BUILTIN: dict[str, str] = {
     "redilate": "difforge.patches.redilate",
     "raunet": "difforge.patches.raunet",
     "reparam": "difforge.patches.reparam",
+    "deepcache": "difforge.patches.deepcache",
 }
 
 _NAME = re.compile(r"[a-z][a-z0-9_-]*")

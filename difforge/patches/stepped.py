@@ -8,14 +8,34 @@ optional guidance window) which variant runs at which step. The exporter writes 
 variant sharing one weight file, and the step plan in the manifest carries the rules to the
 runtime. The exporter tells stepped patches from others by this type, never by probing
 attributes.
+
+A stepped patch may also hand tensors from one step to a later one (DeepCache's deep
+features): a variant declares the state tensors its graph emits and takes
+(:class:`StateTensor`), :meth:`SteppedPatch.carry` says which output feeds which input, and the
+exporter binds a traced input with :meth:`~SteppedPatch.bind_state` and reads an emitted one
+with :meth:`~SteppedPatch.take_state`. In PyTorch runs the patch keeps the state itself.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from difforge.artifact.step_plan import NoiseDampedGuidance, StepRule
+import torch
+
+from difforge.artifact.step_plan import NoiseDampedGuidance, Rule
 from difforge.patches.base import Patch
+
+
+@dataclass(frozen=True)
+class StateTensor:
+    """A feature map kept between steps: ``channels`` deep, at the latent's size / ``divisor``
+    (batch and spatial axes shared with the denoiser's sample)."""
+
+    name: str
+    channels: int
+    divisor: int = 1
 
 
 class SteppedPatch(Patch):
@@ -30,9 +50,30 @@ class SteppedPatch(Patch):
         """Make the applied model compute ``name`` (for export and for PyTorch runs)."""
 
     @abstractmethod
-    def step_rules(self) -> list[StepRule]:
+    def step_rules(self) -> Sequence[Rule]:
         """Which variant runs at which steps, as fractions of the step count."""
 
     def guidance(self) -> NoiseDampedGuidance | None:
         """A guidance mode over a window of steps (noise-damped CFG), or None for plain CFG."""
         return None
+
+    def state_inputs(self, variant: str) -> list[StateTensor]:
+        """State tensors ``variant``'s graph takes from an earlier step (none by default)."""
+        return []
+
+    def state_outputs(self, variant: str) -> list[StateTensor]:
+        """State tensors ``variant``'s graph emits for later steps (none by default)."""
+        return []
+
+    def carry(self) -> dict[str, str]:
+        """State input name -> the output of an earlier call that feeds it."""
+        return {}
+
+    def bind_state(self, inputs: dict[str, torch.Tensor] | None) -> None:
+        """Use ``inputs`` as the state for the next forward (export); None: the patch's own."""
+        if inputs:
+            raise NotImplementedError(f"patch {self.name!r} takes no state")
+
+    def take_state(self) -> dict[str, torch.Tensor]:
+        """The state tensors the last forward emitted."""
+        return {}

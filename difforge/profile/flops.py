@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from difforge.artifact.dims import shape_of
 from difforge.artifact.manifest import ComponentEntry
 
 COUNTED = ("Conv", "FusedConv", "MatMul", "FusedMatMul", "Gemm", "MultiHeadAttention", "Attention")
@@ -126,7 +127,7 @@ def _mha_flops(node: Any, ins: list[list[int] | None]) -> float | None:
 
 def input_shapes(entry: ComponentEntry, sizes: dict[str, int]) -> dict[str, list[int]]:
     """Concrete input shapes of a manifest component with its axes set to ``sizes``."""
-    return {t.name: [d if isinstance(d, int) else sizes[d] for d in t.shape] for t in entry.inputs}
+    return {t.name: shape_of(t.shape, sizes) for t in entry.inputs}
 
 
 def count_flops(path: Path, inputs: dict[str, list[int]]) -> FlopCount:

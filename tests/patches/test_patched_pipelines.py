@@ -17,7 +17,7 @@ from tests.registry_cases import PATCH_CASES
 
 pytestmark = pytest.mark.slow
 
-STEPPED = {"redilate", "raunet"}
+STEPPED = {"redilate", "raunet", "deepcache"}
 CASES = PATCH_CASES
 
 

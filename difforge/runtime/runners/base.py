@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from difforge.artifact.dims import split_dim
 from difforge.artifact.manifest import ComponentEntry, Manifest
 from difforge.errors import DifforgeError
 
@@ -99,12 +100,13 @@ class Runner(ABC):
                             f"{tensor.shape}"
                         )
                     continue
-                if bound.setdefault(dim, size) != size:
+                axis, divisor = split_dim(dim)
+                if bound.setdefault(axis, size * divisor) != size * divisor:
                     raise DifforgeError(
-                        f"{self.name}: axis '{dim}' is {bound[dim]} in one input and {size} "
-                        f"in {tensor.name}"
+                        f"{self.name}: axis '{axis}' is {bound[axis]} in one input and "
+                        f"{size * divisor} in {tensor.name} ({dim} = {size})"
                     )
-                self._check_axis(dim, size)
+                self._check_axis(axis, size * divisor)
 
     def _check_axis(self, axis: str, size: int) -> None:
         limits = self.spec.axes.get(axis)
