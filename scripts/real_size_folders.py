@@ -1,6 +1,6 @@
 """Real-size diffusers folders with seeded random weights, for benchmarks (no model hub).
 
-Usage: python scripts/real_size_folders.py sd15|sdxl OUT [--seed 0]
+Usage: python scripts/real_size_folders.py sd15|sd15-lcm|sdxl OUT [--seed 0]
 
 ``sd15``: Stable Diffusion 1.5's architecture as its published configs give it: the U-Net
 (860 M parameters: 320/640/1280/1280 channels, 2 layers per block, cross-attention width 768,
@@ -9,6 +9,9 @@ Usage: python scripts/real_size_folders.py sd15|sdxl OUT [--seed 0]
 encoder's token table: it is sized to the BPE vocabulary difforge ships, so the folder's
 tokenizer is that one. Weights are random (seeded): the images are noise; what is measured on
 these folders is time and memory, never image quality.
+
+``sd15-lcm``: the same folder under ``LCMScheduler``, as SD1.5 checkpoints with LCM-LoRA
+fused ship (the few-step overhead benchmark, ``scripts/few_step_overhead.py``).
 
 ``sdxl``: SDXL base 1.0's architecture from its configs: the U-Net (2.6 B parameters: 320/640/
 1280 channels, 1/2/10 transformer layers per level, cross-attention width 2048, text-time
@@ -180,7 +183,21 @@ def sdxl(dst: Path, seed: int = 0) -> Path:
     return dst
 
 
-FOLDERS = {"sd15": sd15, "sdxl": sdxl}
+def sd15_lcm(dst: Path, seed: int = 0) -> Path:
+    """An SD 1.5-architecture folder as an LCM-LoRA-fused checkpoint ships: the same U-Net
+    under ``LCMScheduler`` (a 1- to 4-step student; the weights are random here, so it is
+    timed, never judged)."""
+    from diffusers import LCMScheduler
+
+    from difforge.sources.presets import SD_SCHEDULER
+
+    sd15(dst, seed)
+    config = {k: v for k, v in SD_SCHEDULER.items() if k != "_class_name"}
+    LCMScheduler.from_config(config).save_pretrained(str(dst / "scheduler"))
+    return dst
+
+
+FOLDERS = {"sd15": sd15, "sd15-lcm": sd15_lcm, "sdxl": sdxl}
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """The ``difforge`` command line: parse options into config objects and call the API.
 
 One module per command group: ``compile`` (export, build, compile), ``run``, ``evaluate``
-(eval), ``info``, ``profile``, ``bench``. Commands import their heavy modules when they run,
-so ``difforge --help`` and ``difforge run`` stay light.
+(eval), ``info``, ``profile``, ``bench``, ``bench-caching``. Commands import their heavy
+modules when they run, so ``difforge --help`` and ``difforge run`` stay light.
 
 User errors (:class:`DifforgeError`) print one line and exit 2; ``--debug`` shows their
 traceback; click's usage errors are one line too. Anything else is a bug and keeps its
@@ -22,6 +22,7 @@ import click
 from difforge._version import __version__
 from difforge.cli._common import EXIT_USER_ERROR, fail
 from difforge.cli.bench import bench_command
+from difforge.cli.bench_caching import bench_caching_command
 from difforge.cli.compile import build, calibrate, compile_, export
 from difforge.cli.evaluate import evaluate
 from difforge.cli.info import info
@@ -66,7 +67,7 @@ def cli(debug: bool) -> None:
 
 
 _COMMANDS = [export, calibrate, build, compile_, run, evaluate, info, profile_command]
-for _command in [*_COMMANDS, bench_command]:
+for _command in [*_COMMANDS, bench_command, bench_caching_command]:
     cli.add_command(_command)
 
 

@@ -102,7 +102,7 @@ class DeepCachePatch(SteppedPatch):
             choices=("uniform", "quad"),
         ),
         PatchOption("center", "int", 15, "quad spacing: the step it clusters around", 0, 1000),
-        PatchOption("power", "float", 1.4, "quad spacing: the starting power", 1.0, 4.0),
+        PatchOption("power", "float", 1.4, "quad spacing: the starting power", 1.01, 4.0),
     )
 
     def _validate(self) -> None:

@@ -20,6 +20,7 @@ from difforge.errors import DifforgeError
 from difforge.patches import create_patch, parse_patch_arg
 from difforge.patches.deepcache import DeepCachePatch
 from difforge.runtime import GenerateRequest, load
+from tests.cli.test_errors import assert_user_error, difforge
 from tests.patches.deepcache_reference import DeepCacheReference, quad_center_full_steps
 from tests.patches.test_deepcache_reference import _inputs, _run, _unet
 
@@ -193,3 +194,19 @@ def test_runtime_carries_the_last_full_steps_feature(digits_deepcache: Path) -> 
     assert len(emitted) == 3 and len(taken) == 5
     for index, feature in zip((0, 0, 1, 1, 2), taken, strict=True):
         np.testing.assert_array_equal(feature, emitted[index])
+
+
+@pytest.mark.parametrize(
+    ("patches", "needle"),
+    [
+        (["deepcache", "raunet"], "only one step-dependent patch per model"),
+        (["deepcache", "deepcache:interval=5"], "patch 'deepcache' is given 2 times"),
+    ],
+)
+def test_two_caching_or_stepped_patches_are_refused(
+    tmp_path: Path, patches: list[str], needle: str
+) -> None:
+    args = [a for p in patches for a in ("--patch", p)]
+    done = difforge("compile", "-q", "--preset", "tiny-sd", *args, "-o", str(tmp_path / "art"))
+    assert_user_error(done, needle)
+    assert not (tmp_path / "art").exists()
