@@ -78,16 +78,15 @@ class IntervalRule:
         return index not in self.refresh_steps(num_steps)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+        return {
             "kind": "interval",
             "variant": self.variant,
             "interval": self.interval,
             "start": self.start,
             "spacing": self.spacing,
+            "center": self.center,
+            "power": self.power,
         }
-        if self.spacing == "quad":
-            out |= {"center": self.center, "power": self.power}
-        return out
 
     @classmethod
     def read(cls, f: Fields) -> IntervalRule:

@@ -166,6 +166,13 @@ class StepPlan:
         for name in named:
             if name not in self.variants:
                 raise DifforgeError(f"manifest.json: step_plan names unknown variant {name!r}")
+        if self.carry and self.guidance is not None:
+            # noise-damped CFG's weak pass runs half the batch, on another variant: a carried
+            # tensor of the full batch has no meaning there
+            raise DifforgeError(
+                "manifest.json: step_plan carries tensors between steps and also sets a "
+                "guidance mode; the runtime supports one or the other"
+            )
 
     @classmethod
     def from_dict(cls, data: Any) -> StepPlan:

@@ -3,8 +3,9 @@ side in one run: seconds per image, the speed-up, fidelity to the uncached image
 the same seeds), and for the digits reference models class accuracy and FD with the gate a
 lowered build must pass (accuracy within 2 points, FD within 15% of the uncached build's).
 
-Every artifact is compiled from the same source (into ``work``, reused when its manifest
-names the same source and patches) and timed image by image, settings interleaved per seed so
+Every artifact is compiled from the same source (into ``work``, reused when the stamp beside
+it names the same source folder, its newest file time, the setting and difforge's version) and
+timed image by image, settings interleaved per seed so
 that drifts of the machine fall on all of them alike.
 """
 
@@ -76,7 +77,7 @@ def _compile(source: dict[str, Any], patch: str | None, out: Path, rep: Reporter
     from difforge.api import compile
     from difforge.config import CompileConfig, ExportConfig
 
-    stamp = f"{source['label']} | {patch or UNCACHED}"
+    stamp = f"{source['stamp']} | {patch or UNCACHED}"
     marker = out.with_suffix(".stamp")
     if (out / "manifest.json").is_file() and marker.is_file() and marker.read_text() == stamp:
         rep.note(f"reusing {out} ({patch or UNCACHED})")
@@ -91,6 +92,18 @@ def _compile(source: dict[str, Any], patch: str | None, out: Path, rep: Reporter
     built = compile(CompileConfig(export=cfg), rep)
     marker.write_text(stamp, encoding="utf-8")
     return built
+
+
+def _source_stamp(preset: str | None, model: Path | None) -> str:
+    """What a reusable artifact must have been compiled from: the preset, or the folder's
+    resolved path and newest file time; and this difforge's version."""
+    from difforge._version import __version__
+
+    if model is None:
+        return f"preset {preset}, difforge {__version__}"
+    root = model.resolve()
+    newest = max((p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()), default=0)
+    return f"{root} @ {newest}, difforge {__version__}"
 
 
 def bench_caching(
@@ -119,13 +132,15 @@ def bench_caching(
     if len(set(settings)) != len(settings):
         raise DifforgeError("a caching setting is given twice")
     label = str(model) if model is not None else str(preset)
-    source = {"preset": preset, "model": model, "label": label}
+    source = {"preset": preset, "model": model, "stamp": _source_stamp(preset, model)}
     names = [UNCACHED, *settings]
     pipes = []
     for index, setting in enumerate(names):
         patch = None if setting == UNCACHED else setting
         out = _compile(source, patch, work / f"setting-{index}", rep)
         pipes.append(load(out))
+        if index == 0 and quality_samples and pipes[0].manifest.source.get("reference") != "digits":
+            raise DifforgeError("accuracy and FD need a digits reference model (models/digits-*)")
     class_model = pipes[0].manifest.pipeline.type == "class-to-image"
     first = pipes[0].resolve(GenerateRequest(class_label=0, steps=steps) if class_model
                              else GenerateRequest(prompt="a photo", steps=steps))
@@ -152,8 +167,6 @@ def bench_caching(
                     row.psnr.append(psnr(image, base))
                 advance(1)
     if quality_samples:
-        if pipes[0].manifest.source.get("reference") != "digits":
-            raise DifforgeError("accuracy and FD need a digits reference model (models/digits-*)")
         for row, pipe in zip(rows, pipes, strict=True):
             row.quality = digit_quality(pipe, quality_samples, first.steps, None, 0, rep)
             if row.setting != UNCACHED and rows[0].quality is not None:

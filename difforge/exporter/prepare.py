@@ -175,4 +175,28 @@ def prepare_model(
     components = components_for(
         source, config.max_batch, applied.extra_inputs(), applied.wrapper_options()
     )
+    if applied.stepped is not None:
+        check_state_levels(applied.stepped, components["denoiser"].spec.axes)
     return PreparedModel(source, applied, components)
+
+
+def check_state_levels(stepped: SteppedPatch, axes: dict[str, Any]) -> None:
+    """A state tensor kept at 1/d of the latent needs latent sizes that are multiples of d
+    (torch.export ties its size to the latent's; a U-Net's stride-2 convolutions round odd
+    sizes up): say so before anything is exported."""
+    for variant in stepped.variants():
+        for state in [*stepped.state_inputs(variant), *stepped.state_outputs(variant)]:
+            for name in ("height", "width"):
+                axis, d = axes[name], state.divisor
+                if (axis.multiple % d if axis.min != axis.max else axis.min % d) == 0:
+                    continue
+                span = f"{axis.min}" if axis.min == axis.max else (
+                    f"{axis.min} to {axis.max} in steps of {axis.multiple}"
+                )
+                raise DifforgeError(
+                    f"patch {stepped.name!r}: {state.name} lives at 1/{d} of the latent, which "
+                    f"needs latent sizes that are multiples of {d}, and this build's latent "
+                    f"{name} is {span}; use a shallower branch or one resolution whose latent "
+                    f"size is a multiple of {d}"
+                )
+

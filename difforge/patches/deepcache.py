@@ -110,8 +110,11 @@ class DeepCachePatch(SteppedPatch):
         self._point: tuple[str, int, int] | None = None
         self._cache: torch.Tensor | None = None
         self._bound: torch.Tensor | None = None
-        if self.options["spacing"] == "quad" and self.options["start"]:
+        o = self.options
+        if o["spacing"] == "quad" and o["start"]:
             raise DifforgeError("patch 'deepcache': start applies to spacing=uniform only")
+        if o["spacing"] == "uniform" and (o["center"] != 15 or o["power"] != 1.4):
+            raise DifforgeError("patch 'deepcache': center and power apply to spacing=quad only")
 
     def _apply(self, denoiser: nn.Module) -> PatchReport:
         name, channels, divisor = branch_point(denoiser, self.options["branch"])
@@ -137,6 +140,9 @@ class DeepCachePatch(SteppedPatch):
         return PatchReport(self.name, dict(self.options), [name], notes)
 
     def _hook(self, _module: nn.Module, _args: Any, output: Any) -> Any:
+        """Full: keep the output. Shallow: replace it with the bound state (the graph's input,
+        while exporting or running a graph's PyTorch twin) or, in a plain PyTorch sampling
+        loop, with what the last full step kept, as the authors' helper does."""
         value = output[0] if isinstance(output, tuple) else output
         if self._variant == "full":
             self._cache = value

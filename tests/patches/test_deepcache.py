@@ -15,8 +15,10 @@ import torch
 
 from difforge import CompileConfig, ExportConfig, compile
 from difforge.artifact.interval_rule import IntervalRule
-from difforge.artifact.step_plan import StepPlan
+from difforge.artifact.step_plan import STEP_VARIANT, NoiseDampedGuidance, StepPlan
 from difforge.errors import DifforgeError
+from difforge.exporter.prepare import check_state_levels
+from difforge.exporter.specs import Axis
 from difforge.patches import create_patch, parse_patch_arg
 from difforge.patches.deepcache import DeepCachePatch
 from difforge.runtime import GenerateRequest, load
@@ -103,6 +105,8 @@ def test_uniform_rule_and_its_manifest_round_trip() -> None:
     )
     again = StepPlan.from_dict(plan.to_dict())
     assert again == plan
+    quad = IntervalRule("shallow", 2, spacing="quad", center=9, power=1.3)
+    assert StepPlan.from_dict(StepPlan(plan.variants, (quad,)).to_dict()).rules == (quad,)
     assert again.schedule(6) == ["full", "full", "full", "shallow", "shallow", "full"]
 
 
@@ -112,6 +116,7 @@ def test_uniform_rule_and_its_manifest_round_trip() -> None:
         ("deepcache:interval=0", "below the minimum"),
         ("deepcache:spacing=log", "is not one of uniform, quad"),
         ("deepcache:spacing=quad,start=3", "start applies to spacing=uniform only"),
+        ("deepcache:center=20", "center and power apply to spacing=quad only"),
     ],
 )
 def test_bad_options_are_refused(text: str, message: str) -> None:
@@ -210,3 +215,30 @@ def test_two_caching_or_stepped_patches_are_refused(
     done = difforge("compile", "-q", "--preset", "tiny-sd", *args, "-o", str(tmp_path / "art"))
     assert_user_error(done, needle)
     assert not (tmp_path / "art").exists()
+
+
+@pytest.mark.parametrize(
+    ("latent", "fits"),
+    [(Axis(4, 8, 16, multiple=4), True), (Axis(4, 8, 16, multiple=2), False),
+     (Axis(12, 12, 12), True), (Axis(10, 10, 10), False)],
+)
+def test_a_feature_at_a_coarser_level_needs_latents_it_divides(latent: Axis, fits: bool) -> None:
+    """Branch 6 keeps its feature at a quarter of the latent: refused before any export when
+    the build's latent sizes are not all multiples of 4, in one line."""
+    _, patch = _patched("UNetMidBlock2DCrossAttn", "branch=6")
+    assert patch.state_outputs("full")[0].divisor == 4
+    axes = {"batch": Axis(1, 1, 2), "height": latent, "width": latent}
+    if fits:
+        check_state_levels(patch, axes)
+    else:
+        with pytest.raises(DifforgeError, match="lives at 1/4 of the latent"):
+            check_state_levels(patch, axes)
+
+
+def test_a_plan_cannot_carry_state_under_noise_damped_guidance() -> None:
+    with pytest.raises(DifforgeError, match="supports one or the other"):
+        StepPlan(
+            variants={"full": "denoiser", "shallow": "denoiser@shallow"},
+            guidance=NoiseDampedGuidance(STEP_VARIANT, "full", 0.0, 0.5),
+            carry={"deepcache_feature": "deepcache_feature"},
+        )
