@@ -32,15 +32,30 @@ class FlopCount:
         self.by_op[op] = self.by_op.get(op, 0.0) + flops
 
 
+#: initializers up to this many bytes are read from external data for shape inference
+SMALL_INITIALIZER = 1 << 16
+
+
+def _external_length(init: Any) -> int:
+    info = {entry.key: entry.value for entry in init.external_data}
+    return int(info.get("length", 1 << 62))
+
+
 def _static_model(path: Path, inputs: dict[str, list[int]]) -> Any:
     """The graph with its inputs fixed to the shapes in ``inputs``, all shapes inferred."""
     import onnx
     # ONNX Runtime's symbolic shape inference needs sympy and says so in a bare ImportError;
     # importing it first names the missing package (the CLI turns that into its extra).
     importlib.import_module("sympy")
+    from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
     model = onnx.load(str(path), load_external_data=False)
+    # Shape inference reads the values of small initializers (shapes, axes); a graph with
+    # external data may keep those beside its weights: read them, never the weights.
+    for init in model.graph.initializer:
+        if uses_external_data(init) and _external_length(init) <= SMALL_INITIALIZER:
+            load_external_data_for_tensor(init, str(path.parent))
     for value in model.graph.input:
         if value.name not in inputs:
             raise KeyError(f"no shape given for input {value.name!r}")

@@ -65,6 +65,46 @@ def test_flops_of_a_conv_and_a_matmul(tmp_path: Path) -> None:
     assert counted.unresolved == 0
 
 
+def test_flops_of_a_graph_whose_shape_constants_are_external(tmp_path: Path) -> None:
+    """Large components keep every initializer in external data, the shape constants that
+    symbolic shape inference must read included; counted from another working directory."""
+    import os
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from difforge.profile.flops import count_flops
+
+    w = numpy_helper.from_array(np.zeros((8, 4, 3, 3), np.float32), "w")
+    shape = numpy_helper.from_array(np.array([0, 8, -1], np.int64), "shape")
+    m = numpy_helper.from_array(np.zeros((50, 6), np.float32), "m")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]),
+            helper.make_node("Reshape", ["y", "shape"], ["r"]),
+            helper.make_node("MatMul", ["r", "m"], ["z"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4, "h", 10])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
+        [w, shape, m],
+    )
+    folder = tmp_path / "component"
+    folder.mkdir()
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, folder / "model.onnx", save_as_external_data=True,
+              location="model.onnx.data", size_threshold=0)
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        counted = count_flops(folder / "model.onnx", {"x": [2, 4, 5, 10]})
+    finally:
+        os.chdir(here)
+    assert counted.by_op["MatMul"] == 2 * (2 * 8 * 6) * 50
+    assert counted.unresolved == 0
+
+
 def test_perf_doc_block_is_rewritten_in_place(tmp_path: Path) -> None:
     doc = tmp_path / "perf.md"
     doc.write_text(f"# Perf\n\nmachine notes\n\n{BEGIN}\nold\n{END}\n\ntail\n", encoding="utf-8")
