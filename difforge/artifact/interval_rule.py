@@ -38,7 +38,7 @@ def quad_center_steps(num_steps: int, count: int, center: int, power: float) -> 
         pw -= 0.02
     raise DifforgeError(
         f"deepcache: no quadratic schedule of {count} refresh steps in {num_steps} steps around "
-        f"step {center} (power {power}); use fewer steps' interval, another center, or "
+        f"step {center} (power {power}); use another --steps, interval or center, or "
         "spacing=uniform"
     )
 

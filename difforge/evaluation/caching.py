@@ -5,8 +5,8 @@ lowered build must pass (accuracy within 2 points, FD within 15% of the uncached
 
 Every artifact is compiled from the same source (into ``work``, reused when the stamp beside
 it names the same source folder, its newest file time, the setting and difforge's version) and
-timed image by image, settings interleaved per seed so
-that drifts of the machine fall on all of them alike.
+timed image by image, settings interleaved per seed so that drifts of the machine fall on all
+of them alike.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Any
 from difforge._progress import Reporter, SilentReporter
 from difforge.errors import DifforgeError
 from difforge.evaluation.fidelity import psnr
-from difforge.evaluation.run import digit_quality, digits_gate
+from difforge.evaluation.run import MAX_QUALITY_SAMPLES, digit_quality, digits_gate
+from difforge.exporter.prepare import create_patches
 
 UNCACHED = "uncached"
 MAX_IMAGES = 64
@@ -131,6 +132,12 @@ def bench_caching(
         raise DifforgeError(f"--images must be in [1, {MAX_IMAGES}], got {images}")
     if len(set(settings)) != len(settings):
         raise DifforgeError("a caching setting is given twice")
+    if not 0 <= quality_samples <= MAX_QUALITY_SAMPLES:
+        raise DifforgeError(
+            f"--quality-samples must be in [0, {MAX_QUALITY_SAMPLES}], got {quality_samples}"
+        )
+    for setting in settings:  # every setting's options checked before anything is compiled
+        create_patches([setting])
     label = str(model) if model is not None else str(preset)
     source = {"preset": preset, "model": model, "stamp": _source_stamp(preset, model)}
     names = [UNCACHED, *settings]

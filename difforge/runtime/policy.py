@@ -51,6 +51,7 @@ class StepPolicy:
         self._num_steps = num_steps
         self._tables = self.plan.tables(num_steps, seed)
         self._carried = {}
+        self.plan.schedule(num_steps)  # a schedule that cannot be made fails before any step
 
     def component(self, variant: str) -> str:
         return self.plan.variants[variant]

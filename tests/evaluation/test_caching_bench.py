@@ -55,6 +55,14 @@ def test_bench_compares_settings_on_the_same_seeds(tmp_path: Path) -> None:
             "a caching setting is given twice",
         ),
         (["--model", str(DIGITS), "--setting", "deepcache", "--images", "0"], "--images must"),
+        (
+            ["--model", str(DIGITS), "--setting", "deepcache:interval=0"],
+            "option 'interval': 0 is below the minimum",
+        ),
+        (
+            ["--model", str(DIGITS), "--setting", "deepcache", "--quality-samples", "-1"],
+            "--quality-samples must",
+        ),
     ],
 )
 def test_bad_requests_are_one_line(args: list[str], needle: str) -> None:
