@@ -101,8 +101,8 @@ class DeepCachePatch(SteppedPatch):
             "refresh steps every `interval`, or the authors' quadratic schedule",
             choices=("uniform", "quad"),
         ),
-        PatchOption("center", "int", 15, "quad spacing: the step it clusters around", 0, 1000),
-        PatchOption("power", "float", 1.4, "quad spacing: the starting power", 1.01, 4.0),
+        PatchOption("center", "int", 15, "spacing=quad only: the step it clusters around", 0, 1000),
+        PatchOption("power", "float", 1.4, "spacing=quad only: the starting power", 1.01, 4.0),
     )
 
     def _validate(self) -> None:
@@ -113,8 +113,6 @@ class DeepCachePatch(SteppedPatch):
         o = self.options
         if o["spacing"] == "quad" and o["start"]:
             raise DifforgeError("patch 'deepcache': start applies to spacing=uniform only")
-        if o["spacing"] == "uniform" and (o["center"] != 15 or o["power"] != 1.4):
-            raise DifforgeError("patch 'deepcache': center and power apply to spacing=quad only")
 
     def _apply(self, denoiser: nn.Module) -> PatchReport:
         name, channels, divisor = branch_point(denoiser, self.options["branch"])

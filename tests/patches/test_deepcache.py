@@ -116,7 +116,6 @@ def test_uniform_rule_and_its_manifest_round_trip() -> None:
         ("deepcache:interval=0", "below the minimum"),
         ("deepcache:spacing=log", "is not one of uniform, quad"),
         ("deepcache:spacing=quad,start=3", "start applies to spacing=uniform only"),
-        ("deepcache:center=20", "center and power apply to spacing=quad only"),
     ],
 )
 def test_bad_options_are_refused(text: str, message: str) -> None:
