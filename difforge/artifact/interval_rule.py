@@ -13,6 +13,7 @@ stores the method's parameters and computes the set for any ``--steps``:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,14 +56,17 @@ class IntervalRule:
     power: float = 1.4
 
     def refresh_steps(self, num_steps: int) -> list[int]:
+        return list(_refresh_steps(self, num_steps))
+
+    def _compute(self, num_steps: int) -> tuple[int, ...]:
         if self.interval == 1:
-            return list(range(num_steps))
+            return tuple(range(num_steps))
         if self.spacing == "quad":
             count = -(-num_steps // self.interval)
-            return quad_center_steps(num_steps, count, self.center, self.power)
-        return [
+            return tuple(quad_center_steps(num_steps, count, self.center, self.power))
+        return tuple(
             i for i in range(num_steps) if i < self.start or (i - self.start) % self.interval == 0
-        ]
+        )
 
     def describe(self) -> str:
         if self.interval == 1:
@@ -75,7 +79,7 @@ class IntervalRule:
         return f"every {self.interval} steps from step {self.start}"
 
     def covers(self, index: int, num_steps: int) -> bool:
-        return index not in self.refresh_steps(num_steps)
+        return index not in _refresh_steps(self, num_steps)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,3 +102,9 @@ class IntervalRule:
             center=f.integer("center", 15, minimum=0, maximum=1000),
             power=f.number("power", 1.4, minimum=1.0, maximum=4.0),
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _refresh_steps(rule: IntervalRule, num_steps: int) -> tuple[int, ...]:
+    """The refresh steps, computed once per rule and step count (the loop asks every step)."""
+    return rule._compute(num_steps)

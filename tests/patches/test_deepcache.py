@@ -4,7 +4,6 @@ its graphs against PyTorch, the runtime's carried feature, and its refusals."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +23,9 @@ from difforge.patches.deepcache import DeepCachePatch
 from difforge.runtime import GenerateRequest, load
 from tests.cli.test_errors import assert_user_error, difforge
 from tests.patches.deepcache_reference import DeepCacheReference, quad_center_full_steps
-from tests.patches.test_deepcache_reference import _inputs, _run, _unet
+from tests.patches.test_deepcache_reference import _inputs, _one_thread, _run, _unet  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _patched(mid: str | None, options: str) -> tuple[Any, DeepCachePatch]:
