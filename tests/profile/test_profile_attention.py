@@ -109,7 +109,9 @@ def test_profile_attention_on_a_real_artifact(tiny_sd_artifact: Path) -> None:
     for run in small + large:
         assert run.core > 0 and run.proj > 0
         assert run.core + run.proj < run.kernel <= run.run * 1.01
-        assert run.unmapped < 0.1  # all but ONNX Runtime's own layout conversions are placed
+        # every kernel is placed but ONNX Runtime's own layout conversions (their share of the
+        # time varies with the machine's load, so the ops are checked, not a time fraction)
+        assert set(run.unmapped_ops) <= {"ReorderInput", "ReorderOutput"}, run.unmapped_ops
         assert run.unmapped_s == pytest.approx(sum(run.unmapped_ops.values()))
     # full attention at 4x the tokens: the core grows far faster than the projections
     assert min(r.core for r in large) > 4 * min(r.core for r in small)
