@@ -42,7 +42,7 @@ browser:
 # shared artifacts are built once per worker.
 PYTEST_WORKERS ?= 2
 test: venv lint browser
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=25
 
 # Retrains every digits reference model from scratch, seeded (judge, teachers, students,
 # LinFusion and CLEAR distillations): about half an hour on 2 cores. CI does not run it.

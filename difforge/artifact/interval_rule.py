@@ -8,7 +8,8 @@ stores the method's parameters and computes the set for any ``--steps``:
   ``interval``-th step from ``start`` refresh;
 - ``quad`` (the authors' non-uniform schedule, ``sample_from_quad_center`` in their SD
   pipeline): ``ceil(N / interval)`` refresh steps spaced quadratically around ``center``,
-  searched as they do, lowering the power from ``power`` by 0.02 until the count fits.
+  searched as they do, lowering the power from ``power`` by 0.02 until the count fits;
+- ``keys``: a listed set of step indices (Faster Diffusion's key steps), those below ``N``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 from difforge.artifact.fields import Fields
 from difforge.errors import DifforgeError
 
-SPACINGS = ("uniform", "quad")
+SPACINGS = ("uniform", "quad", "keys")
 
 
 def quad_center_steps(num_steps: int, count: int, center: int, power: float) -> list[int]:
@@ -54,11 +55,15 @@ class IntervalRule:
     spacing: str = "uniform"
     center: int = 15
     power: float = 1.4
+    #: spacing "keys": the refresh steps themselves
+    keys: tuple[int, ...] = ()
 
     def refresh_steps(self, num_steps: int) -> list[int]:
         return list(_refresh_steps(self, num_steps))
 
     def _compute(self, num_steps: int) -> tuple[int, ...]:
+        if self.spacing == "keys":
+            return tuple(k for k in sorted(set(self.keys)) if k < num_steps)
         if self.interval == 1:
             return tuple(range(num_steps))
         if self.spacing == "quad":
@@ -69,6 +74,8 @@ class IntervalRule:
         )
 
     def describe(self) -> str:
+        if self.spacing == "keys":
+            return "refresh steps " + ", ".join(map(str, self.keys))
         if self.interval == 1:
             return "every step refreshes"
         if self.spacing == "quad":
@@ -82,7 +89,8 @@ class IntervalRule:
         return index not in _refresh_steps(self, num_steps)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        keys = {"keys": list(self.keys)} if self.spacing == "keys" else {}
+        return keys | {
             "kind": "interval",
             "variant": self.variant,
             "interval": self.interval,
@@ -94,11 +102,18 @@ class IntervalRule:
 
     @classmethod
     def read(cls, f: Fields) -> IntervalRule:
+        spacing = f.text("spacing", "uniform", choices=SPACINGS)
+        keys = tuple(f.items("keys", [])) if spacing == "keys" else ()
+        if spacing == "keys" and not (
+            keys and all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in keys)
+        ):
+            raise f.fail("keys", "expected a non-empty list of step indices (integers >= 0)")
         return cls(
             variant=f.text("variant"),
             interval=f.integer("interval", minimum=1, maximum=1000),
             start=f.integer("start", 0, minimum=0, maximum=1000),
-            spacing=f.text("spacing", "uniform", choices=SPACINGS),
+            spacing=spacing,
+            keys=keys,
             center=f.integer("center", 15, minimum=0, maximum=1000),
             power=f.number("power", 1.4, minimum=1.0, maximum=4.0),
         )

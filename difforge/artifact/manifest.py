@@ -36,7 +36,10 @@ from difforge.errors import DifforgeError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "difforge-artifact"
-FORMAT_VERSION = 2
+#: 3: step plans may carry state between steps (``carry``), hold interval rules (uniform,
+#: quadratic or listed refresh steps) and prior noise; a runtime reading format 2 would
+#: ignore those, so older readers refuse format 3 rather than sample something else
+FORMAT_VERSION = 3
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-weights")
 #: Sanity bounds on what a manifest may say (far above any real model, far below what would

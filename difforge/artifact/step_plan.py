@@ -144,6 +144,22 @@ class NoiseDampedGuidance:
         )
 
 
+@dataclass(frozen=True)
+class PriorNoise:
+    """Faster Diffusion's prior noise injection: before the sampler's step at timestep
+    ``t < below``, the latents gain ``scale`` times the initial noise."""
+
+    scale: float
+    below: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scale": self.scale, "below": self.below}
+
+    @classmethod
+    def read(cls, f: Fields) -> PriorNoise:
+        return cls(f.number("scale", minimum=0.0, maximum=1.0), f.number("below", minimum=0.0))
+
+
 @dataclass
 class StepPlan:
     #: variant name -> component key in the manifest ("denoiser", "denoiser@redilated", ...);
@@ -154,6 +170,7 @@ class StepPlan:
     guidance: NoiseDampedGuidance | None = None
     #: denoiser input name -> the output of the previous call that feeds it
     carry: dict[str, str] = field(default_factory=dict)
+    prior_noise: PriorNoise | None = None
 
     def __post_init__(self) -> None:
         if not self.variants:
@@ -183,12 +200,14 @@ class StepPlan:
     def read(cls, f: Fields) -> StepPlan:
         variants = {k: f.obj("variants").text(k) for k in f.table("variants")}
         guidance = f.obj("guidance", None)
+        prior = f.obj("prior_noise", None)
         return cls(
             variants=variants,
             rules=tuple(read_rule(r) for r in f.objects("rules")),
             inputs={k: StepInput.read(k, v) for k, v in f.mapping("inputs").items()},
             guidance=NoiseDampedGuidance.read(guidance) if guidance is not None else None,
             carry={k: f.obj("carry").text(k) for k in f.table("carry", {})},
+            prior_noise=PriorNoise.read(prior) if prior is not None else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -202,6 +221,8 @@ class StepPlan:
             out["guidance"] = self.guidance.to_dict()
         if self.carry:
             out["carry"] = dict(self.carry)
+        if self.prior_noise is not None:
+            out["prior_noise"] = self.prior_noise.to_dict()
         return out
 
     @property
@@ -211,7 +232,9 @@ class StepPlan:
     @property
     def stepped(self) -> bool:
         """Whether anything changes from step to step (else a plain denoiser loop)."""
-        return len(self.variants) > 1 or bool(self.inputs or self.guidance or self.carry)
+        return len(self.variants) > 1 or bool(
+            self.inputs or self.guidance or self.carry or self.prior_noise
+        )
 
     def variant_at(self, index: int, num_steps: int) -> str:
         return first_match(self.rules, self.default_variant, index, num_steps)

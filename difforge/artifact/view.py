@@ -150,8 +150,15 @@ def _plan(plan: StepPlan) -> list[str]:
             lines.append(f"  at {steps} steps: cannot run ({err})")
     for name, spec in plan.inputs.items():
         lines.append(f"  input {name}: per-step table '{spec.table}', seed {spec.seed}")
+    same = [k for k, v in plan.carry.items() if k == v]
+    if same:
+        lines.append(f"  carried from the step that emits them to later ones: {', '.join(same)}")
     for input_name, output in plan.carry.items():
-        lines.append(f"  carried: output {output} of each step feeds {input_name} of the next")
+        if input_name != output:
+            lines.append(f"  carried: output {output} of each step feeds {input_name} of the next")
+    if plan.prior_noise is not None:
+        p = plan.prior_noise
+        lines.append(f"  prior noise: x += {p.scale:g}·x_T before each step with t < {p.below:g}")
     if plan.guidance is not None:
         lines.append(f"  guidance: {_guidance(plan.guidance)}")
     return lines

@@ -97,14 +97,16 @@ def _compile(source: dict[str, Any], patch: str | None, out: Path, rep: Reporter
 
 def _source_stamp(preset: str | None, model: Path | None) -> str:
     """What a reusable artifact must have been compiled from: the preset, or the folder's
-    resolved path and newest file time; and this difforge's version."""
+    resolved path and newest file time; and this difforge's version and artifact format."""
     from difforge._version import __version__
+    from difforge.artifact.manifest import FORMAT_VERSION
 
+    made_by = f"difforge {__version__}, format {FORMAT_VERSION}"
     if model is None:
-        return f"preset {preset}, difforge {__version__}"
+        return f"preset {preset}, {made_by}"
     root = model.resolve()
     newest = max((p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()), default=0)
-    return f"{root} @ {newest}, difforge {__version__}"
+    return f"{root} @ {newest}, {made_by}"
 
 
 def bench_caching(

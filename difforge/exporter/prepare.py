@@ -84,6 +84,7 @@ class AppliedPatches:
             inputs=inputs,
             guidance=self.stepped.guidance(),
             carry=self.stepped.carry(),
+            prior_noise=self.stepped.prior_noise(),
         )
 
 

@@ -14,6 +14,12 @@ features): a variant declares the state tensors its graph emits and takes
 (:class:`StateTensor`), :meth:`SteppedPatch.carry` says which output feeds which input, and the
 exporter binds a traced input with :meth:`~SteppedPatch.bind_state` and reads an emitted one
 with :meth:`~SteppedPatch.take_state`. In PyTorch runs the patch keeps the state itself.
+
+A variant computed from state alone (Faster Diffusion's decoder: skip features, the step's
+timestep and conditioning) says so with :meth:`~SteppedPatch.takes_sample`; its graph has no
+``sample`` input, so it does not depend on the latents of the step it runs at, and the runtime
+batches consecutive steps running it into one call (:meth:`~SteppedPatch.batch_steps` says
+how many steps one call may cover, which widens the graph's batch range).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from difforge.artifact.step_plan import NoiseDampedGuidance, Rule
+from difforge.artifact.step_plan import NoiseDampedGuidance, PriorNoise, Rule
 from difforge.patches.base import Patch
 
 
@@ -56,6 +62,18 @@ class SteppedPatch(Patch):
     def guidance(self) -> NoiseDampedGuidance | None:
         """A guidance mode over a window of steps (noise-damped CFG), or None for plain CFG."""
         return None
+
+    def prior_noise(self) -> PriorNoise | None:
+        """Initial noise mixed into the latents on late steps (Faster Diffusion), or None."""
+        return None
+
+    def takes_sample(self, variant: str) -> bool:
+        """Whether ``variant``'s graph reads the latents (else it is computed from state)."""
+        return True
+
+    def batch_steps(self, variant: str) -> int:
+        """How many consecutive steps one call of a sample-free ``variant`` may cover."""
+        return 1
 
     def state_inputs(self, variant: str) -> list[StateTensor]:
         """State tensors ``variant``'s graph takes from an earlier step (none by default)."""

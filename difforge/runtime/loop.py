@@ -4,7 +4,7 @@ classifier-free guidance), combine the guidance, and step the sampler."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,7 +27,7 @@ class LoopResult:
 
 
 class Denoiser:
-    """Runs one step's denoiser calls and combines them into one noise prediction."""
+    """Runs one step's denoiser calls and combines them into one noise prediction per step."""
 
     def __init__(self, runners: dict[str, Runner], policy: StepPolicy, uncond_first: bool):
         self.runners = runners
@@ -42,37 +42,69 @@ class Denoiser:
         cond: dict[str, np.ndarray],
         extra: dict[str, np.ndarray],
     ) -> dict[str, np.ndarray]:
-        feeds = {
-            "sample": sample,
-            "timestep": np.full((sample.shape[0],), t, dtype=np.float32),
-            **cond,
-            **extra,
-        }
-        return self.runners[component].infer(feeds)
+        return self.call_steps(component, sample, [t], cond, extra)
+
+    def call_steps(
+        self,
+        component: str,
+        sample: np.ndarray,
+        ts: Sequence[np.floating | float],
+        cond: dict[str, np.ndarray],
+        extra: dict[str, np.ndarray],
+    ) -> dict[str, np.ndarray]:
+        """One call for the steps at timesteps ``ts``: each step's rows (the same inputs but
+        the timestep) one after another on the batch axis. Only the inputs the graph has are
+        fed (a sample-free graph gets no ``sample``)."""
+        runner = self.runners[component]
+        rows = sample.shape[0]
+        feeds = {"sample": sample, **cond, **extra}
+        taken = {t.name for t in runner.spec.inputs}
+        stacked = {k: np.concatenate([v] * len(ts)) if len(ts) > 1 else v
+                   for k, v in feeds.items() if k in taken}
+        stacked["timestep"] = np.repeat(np.asarray(ts, dtype=np.float32), rows)
+        return runner.infer(stacked)
+
+    def _steps(
+        self, step: StepCall, model_in: np.ndarray, ts: Sequence[np.floating | float],
+        cond: dict[str, np.ndarray],
+    ) -> list[np.ndarray]:
+        """Each step's noise prediction (guidance not yet combined), in calls of at most the
+        graph's batch range."""
+        rows = model_in.shape[0]
+        axes = self.runners[step.component].spec.axes
+        per_call = max(1, axes["batch"][2] // rows) if "batch" in axes else 1
+        out: list[np.ndarray] = []
+        for first in range(0, len(ts), per_call):
+            chunk = ts[first : first + per_call]
+            outputs = self.call_steps(step.component, model_in, chunk, cond, step.feeds)
+            self.policy.keep(outputs)
+            out += np.split(outputs["noise_pred"], len(chunk))
+        return out
 
     def predict(
         self,
         step: StepCall,
         model_in: np.ndarray,
-        t: np.floating | float,
+        ts: Sequence[np.floating | float],
         cond: dict[str, np.ndarray],
         scale: float,
         cfg: bool,
-    ) -> np.ndarray:
+    ) -> list[np.ndarray]:
+        """The guided noise prediction of each step in ``step.steps`` (timesteps ``ts``)."""
         mode = step.guidance if cfg else None
-        # Noise-damped CFG: the guidance direction comes from the step's own variant or a
-        # named strong one, the unconditional half from a weak variant (its rules per step,
-        # else its named variant).
+        if mode is None:
+            preds = self._steps(step, model_in, ts, cond)
+            return [combine(e, scale, self.uncond_first) if cfg else e for e in preds]
+        # Noise-damped CFG (one step per call): the guidance direction comes from the step's
+        # own variant or a named strong one, the unconditional half from a weak variant (its
+        # rules per step, else its named variant).
+        t = ts[0]
         component = step.component
-        if mode is not None and mode.strong != STEP_VARIANT:
+        if mode.strong != STEP_VARIANT:
             component = self.policy.component(mode.strong)
         outputs = self.call(component, model_in, t, cond, step.feeds)
         self.policy.keep(outputs)
         eps = outputs["noise_pred"]
-        if not cfg:
-            return eps
-        if mode is None:
-            return combine(eps, scale, self.uncond_first)
         weak = self.policy.component(self.policy.weak_variant(mode, step.index))
         half = model_in.shape[0] // 2
         # the unconditional half: [uncond, text] for text models, [class, null] for class ones
@@ -81,7 +113,7 @@ class Denoiser:
         weak_uncond = self.call(weak, model_in[rows], t, uncond, step.feeds)["noise_pred"]
         first, second = np.split(eps, 2)
         strong_uncond, strong_cond = (first, second) if self.uncond_first else (second, first)
-        return ndcfg(weak_uncond, strong_uncond, strong_cond, scale)
+        return [ndcfg(weak_uncond, strong_uncond, strong_cond, scale)]
 
 
 def sample(
@@ -95,17 +127,29 @@ def sample(
     callback: StepCallback | None = None,
 ) -> LoopResult:
     """Run every step of ``sched`` from ``latents``; per-step denoiser time is measured
-    around the denoiser calls alone."""
+    around the denoiser calls alone (a step whose prediction an earlier step's batched call
+    made takes none)."""
     num_steps = len(sched.timesteps)
     result = LoopResult(latents)
+    initial = latents
+    ready: dict[int, tuple[str, np.ndarray]] = {}
     for i, t in enumerate(sched.timesteps):
-        model_in = np.concatenate([latents, latents]) if cfg else latents
-        model_in = sched.scale_model_input(model_in, i)
-        step = denoiser.policy.at(i)
-        result.schedule.append(step.variant)
-        s0 = time.perf_counter()
-        eps = denoiser.predict(step, model_in, t, cond, scale, cfg)
-        result.step_seconds.append(time.perf_counter() - s0)
+        seconds = 0.0
+        if i not in ready:
+            model_in = np.concatenate([latents, latents]) if cfg else latents
+            model_in = sched.scale_model_input(model_in, i)
+            step = denoiser.policy.at(i)
+            ts = [sched.timesteps[j] for j in step.steps]
+            s0 = time.perf_counter()
+            preds = denoiser.predict(step, model_in, ts, cond, scale, cfg)
+            seconds = time.perf_counter() - s0
+            ready.update((j, (step.variant, e)) for j, e in zip(step.steps, preds, strict=True))
+        variant, eps = ready.pop(i)
+        result.schedule.append(variant)
+        result.step_seconds.append(seconds)
+        noise = denoiser.policy.prior_noise(t)
+        if noise:
+            latents = (latents + np.float32(noise) * initial).astype(np.float32)
         latents = sched.step(eps.astype(np.float32), i, latents, rng)
         if callback is not None:
             callback(i + 1, num_steps)

@@ -3,7 +3,10 @@
 For step i of N it says which graph runs (the plan's variant rules), which per-step inputs it
 gets (the plan's seeded tables), which guidance mode applies, and which tensors the step takes
 from the one before (an output of one call fed as an input of a later one: the hook
-feature-caching methods need). The sampling loop asks the policy and never reads the plan.
+feature-caching methods need), and which later steps the same call serves: a variant whose
+graph takes no ``sample`` does not depend on the step's latents, so a run of consecutive steps
+running it is one batched call at the first of them. The sampling loop asks the policy and
+never reads the plan.
 """
 
 from __future__ import annotations
@@ -27,6 +30,12 @@ class StepCall:
     component: str
     feeds: dict[str, np.ndarray] = field(default_factory=dict)
     guidance: NoiseDampedGuidance | None = None
+    #: the steps whose predictions this call makes: this one, then any later ones batched in
+    steps: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.steps:
+            self.steps = (self.index,)
 
 
 class StepPolicy:
@@ -40,6 +49,15 @@ class StepPolicy:
                 )
         self._inputs = {
             key: {t.name for t in components[key].inputs} for key in plan.variants.values()
+        }
+        emits = set(plan.carry.values())
+        #: components a run of steps may share: no sample in, no state out, no per-step feeds
+        self._batchable = {
+            key
+            for key in plan.variants.values()
+            if "sample" not in self._inputs[key]
+            and not emits & {t.name for t in components[key].outputs}
+            and not plan.inputs
         }
         self._num_steps = 0
         self._tables: dict[str, list[int]] = {}
@@ -70,7 +88,19 @@ class StepPolicy:
                 )
             feeds[input_name] = self._carried[input_name]
         guidance = self.plan.guidance_at(index, self._num_steps)
-        return StepCall(index, variant, key, feeds, guidance)
+        steps = [index]
+        if key in self._batchable:
+            while (
+                steps[-1] + 1 < self._num_steps
+                and self.plan.variant_at(steps[-1] + 1, self._num_steps) == variant
+            ):
+                steps.append(steps[-1] + 1)
+        return StepCall(index, variant, key, feeds, guidance, tuple(steps))
+
+    def prior_noise(self, t: np.floating | float) -> float:
+        """How much of the initial noise the latents gain before the sampler's step at ``t``."""
+        prior = self.plan.prior_noise
+        return prior.scale if prior is not None and float(t) < prior.below else 0.0
 
     def weak_variant(self, mode: NoiseDampedGuidance, index: int) -> str:
         """The variant whose unconditional pass noise-damped CFG uses at step ``index``."""

@@ -154,5 +154,5 @@ def test_v1_refusal_says_how_to_rebuild(tiny_sd_artifact: Path, tmp_path: Path) 
         tmp_path,
         tiny_sd_artifact,
         lambda d: d.update(format_version=1),
-        r"reads format 2: compile it again \(difforge compile",
+        rf"reads format {FORMAT_VERSION}: compile it again \(difforge compile",
     )
