@@ -15,6 +15,7 @@ PATCH_CASES = [
     ("tiny-sd", "redilate:scale=2,tau=30", 256),
     ("tiny-sd", "raunet", 256),
     ("tiny-sd", "deepcache:interval=3", 128),
+    ("tiny-sd", "faster-diffusion:interval=3,noise=0", 128),
     ("tiny-lk-unet", "reparam", 128),
     ("tiny-dit", "clear:radius=8", 128),
     ("tiny-flux", "clear:radius=8", 256),

@@ -55,6 +55,7 @@ _BUILTIN: dict[str, str] = {
     "raunet": "difforge.patches.raunet",
     "reparam": "difforge.patches.reparam",
     "deepcache": "difforge.patches.deepcache",
+    "faster-diffusion": "difforge.patches.faster_diffusion",
 }
 
 _NAME = re.compile(r"[a-z][a-z0-9_-]*")

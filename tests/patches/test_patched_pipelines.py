@@ -17,7 +17,7 @@ from tests.registry_cases import PATCH_CASES
 
 pytestmark = pytest.mark.slow
 
-STEPPED = {"redilate", "raunet", "deepcache"}
+STEPPED = {"redilate", "raunet", "deepcache", "faster-diffusion"}
 CASES = PATCH_CASES
 
 

@@ -23,7 +23,10 @@ from difforge.patches import (
     register_patch,
 )
 
-BUILTIN = {"linfusion", "clear", "msw-msa", "redilate", "raunet", "reparam", "deepcache"}
+BUILTIN = {
+    "linfusion", "clear", "msw-msa", "redilate", "raunet", "reparam", "deepcache",
+    "faster-diffusion",
+}
 
 
 def test_builtin_patches_are_listed() -> None:
@@ -79,7 +82,7 @@ def test_unknown_patch_lists_known_ones() -> None:
     with pytest.raises(DifforgeError) as info:
         create_patch("freeu:b1=1.1")
     assert "unknown patch 'freeu'" in str(info.value)
-    assert "clear, deepcache, linfusion, msw-msa" in str(info.value)
+    assert "clear, deepcache, faster-diffusion, linfusion, msw-msa" in str(info.value)
 
 
 @pytest.mark.parametrize(
