@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from difforge.cli._common import reporter
+from difforge.errors import DifforgeError
 
 
 @click.command(name="bench-caching")
@@ -49,8 +50,14 @@ from difforge.cli._common import reporter
     "--out",
     type=click.Path(path_type=Path),
     multiple=True,
-    help="Markdown file whose `caching` block to rewrite (docs/perf.md, docs/quality.md); "
-    "repeatable.",
+    help="Markdown file whose `caching` block (or --block) to rewrite (docs/perf.md, "
+    "docs/quality.md); repeatable.",
+)
+@click.option(
+    "--block",
+    default="caching",
+    show_default=True,
+    help="Name of the block to rewrite in --out (<!-- NAME:begin --> ... <!-- NAME:end -->).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("-q", "--quiet", is_flag=True)
@@ -63,6 +70,7 @@ def bench_caching_command(
     quality_samples: int,
     work: Path | None,
     out: tuple[Path, ...],
+    block: str,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -70,8 +78,12 @@ def bench_caching_command(
     from difforge.evaluation.caching import bench_caching, render_markdown
     from difforge.profile.bench.perfdoc import check_perf_doc, update_perf_doc
 
+    if not block.replace("-", "").replace("_", "").isalnum():
+        raise DifforgeError(
+            f"--block must be a plain name (letters, digits, - and _), got {block!r}"
+        )
     for path in out:
-        check_perf_doc(path, "caching")
+        check_perf_doc(path, block)
     with tempfile.TemporaryDirectory(prefix="difforge-caching-") as tmp:
         report = bench_caching(
             list(settings),
@@ -85,7 +97,7 @@ def bench_caching_command(
         )
     text = render_markdown(report, dt.date.today().isoformat())
     for path in out:
-        update_perf_doc(path, text, "caching")
+        update_perf_doc(path, text, block)
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
     else:

@@ -63,6 +63,7 @@ def test_bench_compares_settings_on_the_same_seeds(tmp_path: Path) -> None:
             ["--model", str(DIGITS), "--setting", "deepcache", "--quality-samples", "-1"],
             "--quality-samples must",
         ),
+        (["--model", str(DIGITS), "--setting", "deepcache", "--block", "a b"], "--block must"),
     ],
 )
 def test_bad_requests_are_one_line(args: list[str], needle: str) -> None:
