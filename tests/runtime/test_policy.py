@@ -73,7 +73,8 @@ class Recording(Runner):
         return None
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = {"noise_pred": (0.1 * feeds["sample"] + self.scale).astype(np.float32)}
+        x = feeds.get("sample", np.zeros_like(feeds["timestep"][:, None, None, None]))
+        out = {"noise_pred": (0.1 * x + self.scale).astype(np.float32)}
         if "cache" in feeds:
             out["noise_pred"] = out["noise_pred"] + 0.01 * feeds["cache"]
         if any(t.name == "cache" for t in self.spec.outputs):
@@ -112,6 +113,39 @@ def test_carried_tensors_reach_the_next_step(tmp_path: Path) -> None:
         assert "cache" not in full_feeds
         np.testing.assert_array_equal(shallow_feeds["cache"], full_out["cache"])
         assert not np.array_equal(shallow_feeds["sample"], full_feeds["sample"])
+
+
+def test_a_sample_free_variant_serves_a_run_of_steps_in_batched_calls(tmp_path: Path) -> None:
+    plan = StepPlan.from_dict({
+        "variants": {"full": "denoiser", "decoder": "denoiser@decoder"},
+        "rules": [{"kind": "interval", "variant": "decoder", "interval": 1,
+                   "spacing": "keys", "keys": [0, 6]}],
+        "carry": {"cache": "cache"},
+    })
+    decoder = _entry("decoder", inputs=["cache"])
+    decoder.inputs = [t for t in decoder.inputs if t.name != "sample"]  # batch range 1 to 4
+    entries = {"denoiser": _entry("denoiser", outputs=["cache"]), "denoiser@decoder": decoder}
+    pipe, calls = _pipeline(tmp_path, plan, entries)
+    result = pipe(GenerateRequest(class_label=3, steps=8, seed=1))
+    assert result.request["schedule"] == ["full"] + ["decoder"] * 5 + ["full", "decoder"]
+    # steps 1-5: one call of 4 steps (the graph's batch range), one of 1; step 7: one call
+    assert [(c[0], len(c[1]["timestep"])) for c in calls] == [
+        ("denoiser", 1), ("denoiser@decoder", 4), ("denoiser@decoder", 1),
+        ("denoiser", 1), ("denoiser@decoder", 1),
+    ]
+    timesteps = pipe.resolve(GenerateRequest(class_label=3, steps=8)).sampler(
+        pipe.manifest).timesteps
+    fed = np.concatenate([c[1]["timestep"] for c in calls if c[0] == "denoiser@decoder"])
+    np.testing.assert_allclose(fed, [timesteps[i] for i in (1, 2, 3, 4, 5, 7)])
+    # every decoder call gets the cache of the key step before it, once per step it serves
+    for (_, feeds, _), key in zip(calls[1:3] + calls[4:], (0, 0, 3), strict=True):
+        steps = len(feeds["timestep"])
+        np.testing.assert_array_equal(
+            feeds["cache"], np.concatenate([calls[key][2]["cache"]] * steps)
+        )
+    seconds = result.step_seconds
+    # both calls for steps 1-5 run at step 1
+    assert [s > 0 for s in seconds] == [True, True, False, False, False, False, True, True]
 
 
 def test_a_carried_input_with_nothing_carried_is_refused(tmp_path: Path) -> None:
