@@ -103,11 +103,15 @@ class IntervalRule:
     @classmethod
     def read(cls, f: Fields) -> IntervalRule:
         spacing = f.text("spacing", "uniform", choices=SPACINGS)
-        keys = tuple(f.items("keys", [])) if spacing == "keys" else ()
+        keys = tuple(f.items("keys", []))
+        if spacing != "keys" and keys:
+            raise f.fail("keys", f"applies to spacing 'keys' only, not {spacing!r}")
         if spacing == "keys" and not (
-            keys and all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in keys)
+            keys
+            and all(isinstance(k, int) and not isinstance(k, bool) and 0 <= k <= 1000 for k in keys)
+            and list(keys) == sorted(set(keys))
         ):
-            raise f.fail("keys", "expected a non-empty list of step indices (integers >= 0)")
+            raise f.fail("keys", "expected a non-empty ascending list of step indices (0 to 1000)")
         return cls(
             variant=f.text("variant"),
             interval=f.integer("interval", minimum=1, maximum=1000),

@@ -36,10 +36,11 @@ from difforge.errors import DifforgeError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "difforge-artifact"
-#: 3: step plans may carry state between steps (``carry``), hold interval rules (uniform,
-#: quadratic or listed refresh steps) and prior noise; a runtime reading format 2 would
-#: ignore those, so older readers refuse format 3 rather than sample something else
+#: 3: step plans may list refresh steps (``spacing: keys``), add prior noise and batch a
+#: sample-free variant over steps; a format-2 reader would sample something else, so it
+#: refuses format 3. Format 2 manifests read as they are (3 only adds fields).
 FORMAT_VERSION = 3
+OLDEST_FORMAT_VERSION = 2
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-weights")
 #: Sanity bounds on what a manifest may say (far above any real model, far below what would
@@ -280,10 +281,11 @@ class Manifest:
                 f"artifact format {version} is newer than this difforge understands "
                 f"({FORMAT_VERSION}); upgrade difforge"
             )
-        if version < FORMAT_VERSION:
+        if version < OLDEST_FORMAT_VERSION:
             raise DifforgeError(
                 f"artifact format {version} was written by an older difforge; this one reads "
-                f"format {FORMAT_VERSION}: compile it again (difforge compile ...)"
+                f"formats {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}: compile it again "
+                "(difforge compile ...)"
             )
         tokenizer = f.obj("tokenizer", None)
         tokenizer_2 = f.obj("tokenizer_2", None)

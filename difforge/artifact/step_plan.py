@@ -171,11 +171,14 @@ class StepPlan:
     #: denoiser input name -> the output of the previous call that feeds it
     carry: dict[str, str] = field(default_factory=dict)
     prior_noise: PriorNoise | None = None
+    #: variant -> the most consecutive steps one call of it may serve (its graph takes no
+    #: sample, so a run of steps running it is one batched call); absent: one step per call
+    batched: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.variants:
             raise DifforgeError("manifest.json: step_plan.variants: no variant")
-        named = [r.variant for r in self.rules]
+        named = [r.variant for r in self.rules] + list(self.batched)
         if self.guidance is not None:
             named += [r.variant for r in self.guidance.weak_rules] + [self.guidance.weak]
             if self.guidance.strong != STEP_VARIANT:
@@ -208,6 +211,10 @@ class StepPlan:
             guidance=NoiseDampedGuidance.read(guidance) if guidance is not None else None,
             carry={k: f.obj("carry").text(k) for k in f.table("carry", {})},
             prior_noise=PriorNoise.read(prior) if prior is not None else None,
+            batched={
+                k: f.obj("batched").integer(k, minimum=1, maximum=1024)
+                for k in f.table("batched", {})
+            },
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -223,6 +230,8 @@ class StepPlan:
             out["carry"] = dict(self.carry)
         if self.prior_noise is not None:
             out["prior_noise"] = self.prior_noise.to_dict()
+        if self.batched:
+            out["batched"] = dict(self.batched)
         return out
 
     @property

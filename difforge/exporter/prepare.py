@@ -85,6 +85,9 @@ class AppliedPatches:
             guidance=self.stepped.guidance(),
             carry=self.stepped.carry(),
             prior_noise=self.stepped.prior_noise(),
+            batched={
+                v: n for v in self.stepped.variants() if (n := self.stepped.batch_steps(v)) > 1
+            },
         )
 
 

@@ -77,13 +77,18 @@ class FasterDiffusionPatch(SteppedPatch):
     option_specs = (
         PatchOption(
             "interval", "int", 0,
-            "key steps: 0 = the authors' 0,1,2,3,5,10,15,25,35; N = every N-th step", 0, 1000,
+            "key steps: 0 = the authors' list for 50 steps (0,1,2,3,5,10,15,25,35); "
+            "N = every N-th step", 0, 1000,
         ),
         PatchOption(
             "noise", "float", 0.003,
             "prior noise injection: x += noise * x_T before steps with t < 500 (0: off)", 0.0, 0.1,
         ),
-        PatchOption("parallel", "int", 8, "decoder steps one batched call covers at most", 1, 64),
+        PatchOption(
+            "parallel", "int", 4,
+            "decoder steps one batched call serves at most (the decoder graph is built and "
+            "checked for this many times the denoiser's batch)", 1, 64,
+        ),
     )
 
     def _validate(self) -> None:
@@ -108,7 +113,8 @@ class FasterDiffusionPatch(SteppedPatch):
         self._on_undo(undo)
         o = self.options
         keys = (
-            f"key steps {', '.join(map(str, KEY_STEPS_50))}"
+            f"key steps {', '.join(map(str, KEY_STEPS_50))} (the authors' list for 50 steps; "
+            "at more steps the later ones all reuse step 35's encoder)"
             if o["interval"] == 0
             else f"a key step every {o['interval']} steps"
         )

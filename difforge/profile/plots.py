@@ -72,7 +72,7 @@ def step_timeline(latency: dict[str, Any]) -> bytes:
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("denoiser call (step)")
+    ax.set_xlabel("step")
     ax.set_ylabel("ms (median over runs)")
     ax.set_ylim(0, max(ms) * 1.2 + 1e-9)
     ax.set_title("Per-step denoiser time")

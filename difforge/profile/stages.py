@@ -29,9 +29,7 @@ class StageRuns:
         other = [
             total - sum(self.stages[s][i] for s in STAGES) for i, total in enumerate(self.totals)
         ]
-        # a step whose prediction an earlier batched call made (Faster Diffusion's decoder
-        # steps) records 0.0: it made no call
-        calls = [s for run in self.step_seconds for s in run if s > 0.0]
+        calls = [s for run in self.step_seconds for s in run]
         return {
             "resolution": self.resolution,
             "batch": self.batch,

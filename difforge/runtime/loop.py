@@ -53,16 +53,18 @@ class Denoiser:
         extra: dict[str, np.ndarray],
     ) -> dict[str, np.ndarray]:
         """One call for the steps at timesteps ``ts``: each step's rows (the same inputs but
-        the timestep) one after another on the batch axis. Only the inputs the graph has are
-        fed (a sample-free graph gets no ``sample``)."""
+        the timestep) one after another on the batch axis. A graph without a ``sample`` input
+        (a sample-free variant) is not given one; every other feed goes to the runner's
+        checks."""
         runner = self.runners[component]
         rows = sample.shape[0]
-        feeds = {"sample": sample, **cond, **extra}
-        taken = {t.name for t in runner.spec.inputs}
-        stacked = {k: np.concatenate([v] * len(ts)) if len(ts) > 1 else v
-                   for k, v in feeds.items() if k in taken}
-        stacked["timestep"] = np.repeat(np.asarray(ts, dtype=np.float32), rows)
-        return runner.infer(stacked)
+        feeds = {**cond, **extra}
+        if any(t.name == "sample" for t in runner.spec.inputs):
+            feeds["sample"] = sample
+        if len(ts) > 1:
+            feeds = {k: np.concatenate([v] * len(ts)) for k, v in feeds.items()}
+        feeds["timestep"] = np.repeat(np.asarray(ts, dtype=np.float32), rows)
+        return runner.infer(feeds)
 
     def _steps(
         self, step: StepCall, model_in: np.ndarray, ts: Sequence[np.floating | float],
@@ -127,14 +129,13 @@ def sample(
     callback: StepCallback | None = None,
 ) -> LoopResult:
     """Run every step of ``sched`` from ``latents``; per-step denoiser time is measured
-    around the denoiser calls alone (a step whose prediction an earlier step's batched call
-    made takes none)."""
+    around the denoiser calls alone (a call that serves several steps is shared evenly among
+    them)."""
     num_steps = len(sched.timesteps)
     result = LoopResult(latents)
     initial = latents
-    ready: dict[int, tuple[str, np.ndarray]] = {}
+    ready: dict[int, tuple[str, np.ndarray, float]] = {}
     for i, t in enumerate(sched.timesteps):
-        seconds = 0.0
         if i not in ready:
             model_in = np.concatenate([latents, latents]) if cfg else latents
             model_in = sched.scale_model_input(model_in, i)
@@ -142,9 +143,11 @@ def sample(
             ts = [sched.timesteps[j] for j in step.steps]
             s0 = time.perf_counter()
             preds = denoiser.predict(step, model_in, ts, cond, scale, cfg)
-            seconds = time.perf_counter() - s0
-            ready.update((j, (step.variant, e)) for j, e in zip(step.steps, preds, strict=True))
-        variant, eps = ready.pop(i)
+            share = (time.perf_counter() - s0) / len(step.steps)
+            ready.update(
+                (j, (step.variant, e, share)) for j, e in zip(step.steps, preds, strict=True)
+            )
+        variant, eps, seconds = ready.pop(i)
         result.schedule.append(variant)
         result.step_seconds.append(seconds)
         noise = denoiser.policy.prior_noise(t)

@@ -3,10 +3,10 @@
 For step i of N it says which graph runs (the plan's variant rules), which per-step inputs it
 gets (the plan's seeded tables), which guidance mode applies, and which tensors the step takes
 from the one before (an output of one call fed as an input of a later one: the hook
-feature-caching methods need), and which later steps the same call serves: a variant whose
-graph takes no ``sample`` does not depend on the step's latents, so a run of consecutive steps
-running it is one batched call at the first of them. The sampling loop asks the policy and
-never reads the plan.
+feature-caching methods need), and which later steps the same call serves: a variant the plan
+lists as ``batched`` (its graph takes no ``sample``, so it does not depend on the step's
+latents) serves a run of consecutive steps, up to the plan's limit, in one call at the first.
+The sampling loop asks the policy and never reads the plan.
 """
 
 from __future__ import annotations
@@ -51,14 +51,16 @@ class StepPolicy:
             key: {t.name for t in components[key].inputs} for key in plan.variants.values()
         }
         emits = set(plan.carry.values())
-        #: components a run of steps may share: no sample in, no state out, no per-step feeds
-        self._batchable = {
-            key
-            for key in plan.variants.values()
-            if "sample" not in self._inputs[key]
-            and not emits & {t.name for t in components[key].outputs}
-            and not plan.inputs
-        }
+        for variant in plan.batched:
+            entry = components[plan.variants[variant]]
+            if "sample" in self._inputs[plan.variants[variant]] or emits & {
+                t.name for t in entry.outputs
+            } or plan.inputs or plan.guidance is not None:
+                raise DifforgeError(
+                    f"manifest.json: step_plan.batched: variant {variant!r} cannot serve several "
+                    "steps in one call (its graph reads the sample or emits carried state, or "
+                    "the plan has per-step inputs or a guidance mode)"
+                )
         self._num_steps = 0
         self._tables: dict[str, list[int]] = {}
         self._carried: dict[str, np.ndarray] = {}
@@ -89,12 +91,13 @@ class StepPolicy:
             feeds[input_name] = self._carried[input_name]
         guidance = self.plan.guidance_at(index, self._num_steps)
         steps = [index]
-        if key in self._batchable:
-            while (
-                steps[-1] + 1 < self._num_steps
-                and self.plan.variant_at(steps[-1] + 1, self._num_steps) == variant
-            ):
-                steps.append(steps[-1] + 1)
+        most = self.plan.batched.get(variant, 1)
+        while (
+            len(steps) < most
+            and steps[-1] + 1 < self._num_steps
+            and self.plan.variant_at(steps[-1] + 1, self._num_steps) == variant
+        ):
+            steps.append(steps[-1] + 1)
         return StepCall(index, variant, key, feeds, guidance, tuple(steps))
 
     def prior_noise(self, t: np.floating | float) -> float:

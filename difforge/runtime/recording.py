@@ -49,7 +49,16 @@ class Recorder:
         self.step = 0
 
     def record(self, key: str, feeds: dict[str, np.ndarray]) -> None:
-        self.sink(key, feeds, self.trajectory, self.step)
+        """One record per step: a batched call serving several steps (its ``timestep`` holds
+        one run of equal values per step, each step's rows together) is split into them."""
+        t = feeds.get("timestep")
+        runs = 1 if t is None or t.ndim != 1 else 1 + int(np.count_nonzero(np.diff(t)))
+        if runs == 1:
+            self.sink(key, feeds, self.trajectory, self.step)
+            return
+        parts = {k: np.split(v, runs) for k, v in feeds.items()}
+        for j in range(runs):
+            self.sink(key, {k: v[j] for k, v in parts.items()}, self.trajectory, self.step + j)
 
     def start(self, trajectory: int) -> None:
         """A new image (or call of images) begins."""

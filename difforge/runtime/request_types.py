@@ -41,8 +41,8 @@ class GenerateRequest:
 class GenerateResult:
     images: np.ndarray  # uint8, (N, H, W, 3)
     timings: dict[str, float]
-    #: each step's denoiser seconds; 0.0 where an earlier step's batched call made its
-    #: prediction (the request's ``schedule`` says which graph served each step)
+    #: each step's denoiser seconds (a batched call that served several steps shared evenly
+    #: among them; the request's ``schedule`` says which graph served each step)
     step_seconds: list[float] = field(default_factory=list)
     request: dict[str, Any] = field(default_factory=dict)
 

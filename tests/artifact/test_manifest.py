@@ -154,5 +154,13 @@ def test_v1_refusal_says_how_to_rebuild(tiny_sd_artifact: Path, tmp_path: Path) 
         tmp_path,
         tiny_sd_artifact,
         lambda d: d.update(format_version=1),
-        rf"reads format {FORMAT_VERSION}: compile it again \(difforge compile",
+        rf"reads formats 2 to {FORMAT_VERSION}: compile it again \(difforge compile",
     )
+
+
+def test_format_2_manifests_still_read(tiny_sd_artifact: Path) -> None:
+    data = json.loads((tiny_sd_artifact / "manifest.json").read_text(encoding="utf-8"))
+    data["format_version"] = 2  # format 3 only added fields
+    assert Manifest.from_dict(data).components.keys() == {
+        "text_encoder", "denoiser", "vae_decoder"
+    }

@@ -83,12 +83,18 @@ def test_plan_round_trips_keys_and_prior_noise() -> None:
         rules=(rule,),
         carry={"fd_skip_0": "fd_skip_0"},
         prior_noise=PriorNoise(0.003, 500.0),
+        batched={"decoder": 4},
     )
     again = StepPlan.from_dict(plan.to_dict())
     assert again == plan and again.schedule(6) == ["full"] * 4 + ["decoder", "full"]
+    for keys in ([], [3, 1], [0, 0, 2], [0, 1001]):
+        bad = plan.to_dict()
+        bad["rules"][0]["keys"] = keys
+        with pytest.raises(DifforgeError, match="keys: expected a non-empty ascending list"):
+            StepPlan.from_dict(bad)
     bad = plan.to_dict()
-    bad["rules"][0]["keys"] = []
-    with pytest.raises(DifforgeError, match="keys: expected a non-empty list"):
+    bad["rules"][0]["spacing"] = "uniform"
+    with pytest.raises(DifforgeError, match="keys: applies to spacing 'keys' only"):
         StepPlan.from_dict(bad)
 
 
@@ -103,7 +109,7 @@ def tiny_faster(tmp_path_factory: pytest.TempPathFactory) -> Path:
         preset="tiny-sd",
         patches=["faster-diffusion:interval=3,parallel=2"],
         resolution=ResolutionRange(SIZE, SIZE, SIZE),
-        max_batch=1,
+        max_batch=2,  # the graph could take 4 steps of one guided image; parallel says 2
         # the graphs are held to the authors' sampler end to end below, tighter than a check
         verify=False,
     )

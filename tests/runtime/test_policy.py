@@ -121,6 +121,7 @@ def test_a_sample_free_variant_serves_a_run_of_steps_in_batched_calls(tmp_path: 
         "rules": [{"kind": "interval", "variant": "decoder", "interval": 1,
                    "spacing": "keys", "keys": [0, 6]}],
         "carry": {"cache": "cache"},
+        "batched": {"decoder": 4},
     })
     decoder = _entry("decoder", inputs=["cache"])
     decoder.inputs = [t for t in decoder.inputs if t.name != "sample"]  # batch range 1 to 4
@@ -128,7 +129,7 @@ def test_a_sample_free_variant_serves_a_run_of_steps_in_batched_calls(tmp_path: 
     pipe, calls = _pipeline(tmp_path, plan, entries)
     result = pipe(GenerateRequest(class_label=3, steps=8, seed=1))
     assert result.request["schedule"] == ["full"] + ["decoder"] * 5 + ["full", "decoder"]
-    # steps 1-5: one call of 4 steps (the graph's batch range), one of 1; step 7: one call
+    # steps 1-5: one call of 4 steps (the plan's limit), then one of 1; step 7: one call
     assert [(c[0], len(c[1]["timestep"])) for c in calls] == [
         ("denoiser", 1), ("denoiser@decoder", 4), ("denoiser@decoder", 1),
         ("denoiser", 1), ("denoiser@decoder", 1),
@@ -143,9 +144,12 @@ def test_a_sample_free_variant_serves_a_run_of_steps_in_batched_calls(tmp_path: 
         np.testing.assert_array_equal(
             feeds["cache"], np.concatenate([calls[key][2]["cache"]] * steps)
         )
-    seconds = result.step_seconds
-    # both calls for steps 1-5 run at step 1
-    assert [s > 0 for s in seconds] == [True, True, False, False, False, False, True, True]
+    seconds = result.step_seconds  # a call's time is shared among the steps it served
+    assert all(s > 0 for s in seconds) and len(set(seconds[1:5])) == 1
+    # a graph that reads the sample cannot serve several steps
+    entries["denoiser@decoder"] = _entry("decoder", inputs=["cache"])
+    with pytest.raises(DifforgeError, match="cannot serve several steps in one call"):
+        _pipeline(tmp_path, plan, entries)
 
 
 def test_a_carried_input_with_nothing_carried_is_refused(tmp_path: Path) -> None:
@@ -206,3 +210,24 @@ def test_noise_damped_guidance_takes_the_unconditional_half(tmp_path: Path) -> N
     x1 = sched.step(eps.astype(np.float32), 0, x0)
     np.testing.assert_allclose(calls[2][1]["sample"][:1], x1, rtol=0, atol=1e-6)
     assert not np.allclose(x1, sched.step(cond, 0, x0))  # not plain conditional
+
+
+def test_calibration_records_a_batched_call_once_per_step() -> None:
+    from difforge.runtime.recording import Recorder
+
+    seen: list[tuple[str, dict[str, np.ndarray], int, int]] = []
+    recorder = Recorder(lambda key, feeds, traj, step: seen.append((key, feeds, traj, step)))
+    recorder.start(2)
+    recorder.on_step(5, 8)
+    cache = np.arange(6, dtype=np.float32).reshape(6, 1)
+    recorder.record("denoiser@decoder", {
+        "timestep": np.array([9, 9, 7, 7, 5, 5], dtype=np.float32), "cache": cache,
+    })
+    recorder.record("denoiser", {"timestep": np.array([3, 3], dtype=np.float32)})
+    assert [(k, traj, step) for k, _, traj, step in seen] == [
+        ("denoiser@decoder", 2, 5), ("denoiser@decoder", 2, 6), ("denoiser@decoder", 2, 7),
+        ("denoiser", 2, 5),
+    ]
+    for j, (_, feeds, _, _) in enumerate(seen[:3]):
+        np.testing.assert_array_equal(feeds["timestep"], [9 - 2 * j] * 2)
+        np.testing.assert_array_equal(feeds["cache"], cache[2 * j : 2 * j + 2])
