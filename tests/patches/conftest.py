@@ -17,3 +17,14 @@ def diffusers_logs() -> Iterator[None]:
         yield
     finally:
         logging.disable_propagation()
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny models run faster on one thread than on two contended ones."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -23,7 +23,9 @@ from difforge.patches.deepcache import DeepCachePatch
 from difforge.runtime import GenerateRequest, load
 from tests.cli.test_errors import assert_user_error, difforge
 from tests.patches.deepcache_reference import DeepCacheReference, quad_center_full_steps
-from tests.patches.test_deepcache_reference import _inputs, _one_thread, _run, _unet  # noqa: F401
+from tests.patches.test_deepcache_reference import _inputs, _run, _unet
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[2]
 

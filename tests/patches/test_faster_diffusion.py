@@ -26,7 +26,9 @@ from difforge.runtime.policy import StepPolicy
 from difforge.sources.presets import load_preset
 from tests.cli.test_errors import assert_user_error, difforge
 from tests.patches.faster_diffusion_reference import faster_diffusion_latents, key_steps
-from tests.patches.test_faster_diffusion_reference import _one_thread, _unet  # noqa: F401
+from tests.patches.test_faster_diffusion_reference import _unet
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SIZE = 128
 
@@ -171,7 +173,6 @@ def _close(ours: np.ndarray, ref: np.ndarray) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("_one_thread")
 def test_artifact_is_the_authors_parallel_sampler(tiny_faster: Path) -> None:
     """Key steps every 3, decoder steps batched, prior noise on the late steps: the
     torch-free run's final latents are the authors' sampler's on the same U-Net."""
@@ -195,7 +196,6 @@ def test_artifact_is_the_authors_parallel_sampler(tiny_faster: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("_one_thread")
 def test_every_step_a_key_step_is_the_uncached_sampler(tiny_faster: Path) -> None:
     steps = 5
     plan = load(tiny_faster).manifest.plan
