@@ -38,16 +38,6 @@ class Denoiser:
         self,
         component: str,
         sample: np.ndarray,
-        t: np.floating | float,
-        cond: dict[str, np.ndarray],
-        extra: dict[str, np.ndarray],
-    ) -> dict[str, np.ndarray]:
-        return self.call_steps(component, sample, [t], cond, extra)
-
-    def call_steps(
-        self,
-        component: str,
-        sample: np.ndarray,
         ts: Sequence[np.floating | float],
         cond: dict[str, np.ndarray],
         extra: dict[str, np.ndarray],
@@ -78,7 +68,7 @@ class Denoiser:
         out: list[np.ndarray] = []
         for first in range(0, len(ts), per_call):
             chunk = ts[first : first + per_call]
-            outputs = self.call_steps(step.component, model_in, chunk, cond, step.feeds)
+            outputs = self.call(step.component, model_in, chunk, cond, step.feeds)
             self.policy.keep(outputs)
             out += np.split(outputs["noise_pred"], len(chunk))
         return out
@@ -104,7 +94,7 @@ class Denoiser:
         component = step.component
         if mode.strong != STEP_VARIANT:
             component = self.policy.component(mode.strong)
-        outputs = self.call(component, model_in, t, cond, step.feeds)
+        outputs = self.call(component, model_in, [t], cond, step.feeds)
         self.policy.keep(outputs)
         eps = outputs["noise_pred"]
         weak = self.policy.component(self.policy.weak_variant(mode, step.index))
@@ -112,7 +102,7 @@ class Denoiser:
         # the unconditional half: [uncond, text] for text models, [class, null] for class ones
         rows = slice(0, half) if self.uncond_first else slice(half, None)
         uncond = {k: v[rows] for k, v in cond.items()}
-        weak_uncond = self.call(weak, model_in[rows], t, uncond, step.feeds)["noise_pred"]
+        weak_uncond = self.call(weak, model_in[rows], [t], uncond, step.feeds)["noise_pred"]
         first, second = np.split(eps, 2)
         strong_uncond, strong_cond = (first, second) if self.uncond_first else (second, first)
         return [ndcfg(weak_uncond, strong_uncond, strong_cond, scale)]
