@@ -200,7 +200,8 @@ def check_state_levels(stepped: SteppedPatch, axes: dict[str, Any]) -> None:
                 raise DifforgeError(
                     f"patch {stepped.name!r}: {state.name} lives at 1/{d} of the latent, which "
                     f"needs latent sizes that are multiples of {d}, and this build's latent "
-                    f"{name} is {span}; use a shallower branch or one resolution whose latent "
+                    f"{name} is {span}; use patch options that keep it at a finer level, or one "
+                    f"resolution whose latent "
                     f"size is a multiple of {d}"
                 )
 
