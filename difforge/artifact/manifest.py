@@ -38,8 +38,9 @@ MANIFEST_NAME = "manifest.json"
 FORMAT = "difforge-artifact"
 #: 3: step plans may list refresh steps (``spacing: keys``), add prior noise and batch a
 #: sample-free variant over steps; a format-2 reader would sample something else, so it
-#: refuses format 3. Format 2 manifests read as they are (3 only adds fields).
-FORMAT_VERSION = 3
+#: refuses format 3. 4: a step plan may choose the tokens a variant recomputes
+#: (``selection``, RAS). Formats 2 and 3 read as they are (later formats only add fields).
+FORMAT_VERSION = 4
 OLDEST_FORMAT_VERSION = 2
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-weights")

@@ -18,6 +18,7 @@ import numpy as np
 from difforge.artifact.fields import Fields
 from difforge.artifact.interval_rule import IntervalRule
 from difforge.artifact.step_tables import step_table
+from difforge.artifact.token_selection import TokenSelection
 from difforge.errors import DifforgeError
 
 BASE = "base"
@@ -174,11 +175,15 @@ class StepPlan:
     #: variant -> the most consecutive steps one call of it may serve (its graph takes no
     #: sample, so a run of steps running it is one batched call); absent: one step per call
     batched: dict[str, int] = field(default_factory=dict)
+    #: the tokens each step of a variant recomputes, chosen from the previous step (RAS)
+    selection: TokenSelection | None = None
 
     def __post_init__(self) -> None:
         if not self.variants:
             raise DifforgeError("manifest.json: step_plan.variants: no variant")
         named = [r.variant for r in self.rules] + list(self.batched)
+        if self.selection is not None:
+            named.append(self.selection.variant)
         if self.guidance is not None:
             named += [r.variant for r in self.guidance.weak_rules] + [self.guidance.weak]
             if self.guidance.strong != STEP_VARIANT:
@@ -204,6 +209,7 @@ class StepPlan:
         variants = {k: f.obj("variants").text(k) for k in f.table("variants")}
         guidance = f.obj("guidance", None)
         prior = f.obj("prior_noise", None)
+        selection = f.obj("selection", None)
         return cls(
             variants=variants,
             rules=tuple(read_rule(r) for r in f.objects("rules")),
@@ -215,6 +221,7 @@ class StepPlan:
                 k: f.obj("batched").integer(k, minimum=1, maximum=1024)
                 for k in f.table("batched", {})
             },
+            selection=TokenSelection.read(selection) if selection is not None else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -232,6 +239,8 @@ class StepPlan:
             out["prior_noise"] = self.prior_noise.to_dict()
         if self.batched:
             out["batched"] = dict(self.batched)
+        if self.selection is not None:
+            out["selection"] = self.selection.to_dict()
         return out
 
     @property
@@ -242,7 +251,7 @@ class StepPlan:
     def stepped(self) -> bool:
         """Whether anything changes from step to step (else a plain denoiser loop)."""
         return len(self.variants) > 1 or bool(
-            self.inputs or self.guidance or self.carry or self.prior_noise
+            self.inputs or self.guidance or self.carry or self.prior_noise or self.selection
         )
 
     def variant_at(self, index: int, num_steps: int) -> str:

@@ -153,9 +153,22 @@ def _plan(plan: StepPlan) -> list[str]:
     same = [k for k, v in plan.carry.items() if k == v]
     if same:
         lines.append(f"  carried from the step that emits them to later ones: {', '.join(same)}")
-    for input_name, output in plan.carry.items():
-        if input_name != output:
-            lines.append(f"  carried: output {output} of each step feeds {input_name} of the next")
+    renamed = [k for k, v in plan.carry.items() if k != v]
+    if renamed and all(plan.carry[k] == k + "_next" for k in renamed):
+        lines.append(
+            f"  carried: each call's NAME_next feeds NAME of the next: {', '.join(renamed)}"
+        )
+    else:
+        for name in renamed:
+            output = plan.carry[name]
+            lines.append(f"  carried: output {output} of each step feeds {name} of the next")
+    if plan.selection is not None:
+        s = plan.selection
+        lines.append(
+            f"  tokens: {s.variant} recomputes {s.ratio:g} of the {s.patch}x{s.patch} tokens "
+            f"({s.input}), chosen from the previous step's change ({s.metric}, starvation "
+            f"{s.starvation:g})"
+        )
     if plan.prior_noise is not None:
         p = plan.prior_noise
         lines.append(f"  prior noise: x += {p.scale:g}·x_T before each step with t < {p.below:g}")

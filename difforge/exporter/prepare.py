@@ -88,6 +88,7 @@ class AppliedPatches:
             batched={
                 v: n for v in self.stepped.variants() if (n := self.stepped.batch_steps(v)) > 1
             },
+            selection=self.stepped.token_selection(),
         )
 
 

@@ -38,8 +38,9 @@ class Tensor:
     name: str
     dtype: str
     dims: tuple[int | str, ...]
-    #: How sample inputs are drawn: "normal", "timestep", ("int", high) or
-    #: ("uniform", low, high).
+    #: How sample inputs are drawn: "normal", "timestep", ("int", high),
+    #: ("uniform", low, high) or ("tokens", p): per row, distinct ascending indices of the
+    #: (height/p) x (width/p) token grid.
     sample: Any = "normal"
 
 
@@ -114,6 +115,11 @@ class ComponentSpec:
                 feeds[tensor.name] = torch.rand(shape, generator=gen) * 999.0
             elif isinstance(tensor.sample, tuple) and tensor.sample[0] == "int":
                 feeds[tensor.name] = torch.randint(0, tensor.sample[1], shape, generator=gen)
+            elif isinstance(tensor.sample, tuple) and tensor.sample[0] == "tokens":
+                p = tensor.sample[1]
+                tokens = (sizes["height"] // p) * (sizes["width"] // p)
+                rows = [torch.randperm(tokens, generator=gen)[: shape[1]] for _ in range(shape[0])]
+                feeds[tensor.name] = torch.stack(rows).sort(dim=1).values
             elif isinstance(tensor.sample, tuple) and tensor.sample[0] == "uniform":
                 low, high = tensor.sample[1], tensor.sample[2]
                 feeds[tensor.name] = low + (high - low) * torch.rand(shape, generator=gen)

@@ -10,6 +10,10 @@ A variant computed from state alone (:meth:`SteppedPatch.takes_sample` false) ha
 the latent's own size, which nothing uses once the patch replaces what read them (the
 exporter's dead-code elimination drops them). Its batch range is the denoiser's times the
 steps one call may cover (:meth:`SteppedPatch.batch_steps`).
+
+The variant a token selection names (RAS) also takes the indices of the tokens it
+recomputes, ``[batch, active]`` int64, before its state inputs; ``active`` is an axis of its
+own, from one token to every token of the largest latent.
 """
 
 from __future__ import annotations
@@ -72,6 +76,20 @@ class StatefulDenoiser(torch.nn.Module):
         return (out, *(taken[name] for name in self.state_out))
 
 
+def _selection(patch: SteppedPatch, variant: str, axes: dict[str, Axis]) -> list[Tensor]:
+    """The token-index input of the variant a token selection names, with its axis."""
+    selection = patch.token_selection()
+    if selection is None or selection.variant != variant:
+        return []
+    p = selection.patch
+
+    def tokens(which: str) -> int:
+        return (getattr(axes["height"], which) // p) * (getattr(axes["width"], which) // p)
+
+    axes["active"] = Axis(1, max(1, selection.active_count(tokens("opt"))), tokens("max"))
+    return [Tensor(selection.input, "int64", ("batch", "active"), ("tokens", p))]
+
+
 def with_state(component: Component, patch: SteppedPatch, variant: str) -> Component:
     """``component`` as ``variant`` exports it: unchanged if the variant carries no state."""
     inputs, outputs = patch.state_inputs(variant), patch.state_outputs(variant)
@@ -81,10 +99,11 @@ def with_state(component: Component, patch: SteppedPatch, variant: str) -> Compo
     own = spec.inputs
     sample_channels, shape_from = 0, 0
     axes = dict(spec.axes)
+    indices = _selection(patch, variant, axes)
     if not patch.takes_sample(variant):
         if own[0].name != "sample":
             raise DifforgeError(f"{spec.role}: a sample-free variant needs `sample` first")
-        full = [i for i, s in enumerate(inputs) if s.divisor == 1]
+        full = [len(indices) + i for i, s in enumerate(inputs) if s.divisor == 1]
         if not full:
             raise DifforgeError(
                 f"patch {patch.name!r}: variant {variant!r} takes no sample, so it needs a "
@@ -97,14 +116,14 @@ def with_state(component: Component, patch: SteppedPatch, variant: str) -> Compo
         axes["batch"] = Axis(batch.min, batch.opt, batch.max * factor, batch.multiple)
     spec = replace(
         spec,
-        inputs=own + tuple(_tensor(s) for s in inputs),
+        inputs=own + tuple(indices) + tuple(_tensor(s) for s in inputs),
         outputs=spec.outputs + tuple(_tensor(s) for s in outputs),
         axes=axes,
     )
     module = StatefulDenoiser(
         component.module,
         patch,
-        [s.name for s in inputs],
+        [t.name for t in indices] + [s.name for s in inputs],
         [s.name for s in outputs],
         sample_channels,
         shape_from,

@@ -20,6 +20,11 @@ timestep and conditioning) says so with :meth:`~SteppedPatch.takes_sample`; its 
 ``sample`` input, so it does not depend on the latents of the step it runs at, and the runtime
 batches consecutive steps running it into one call (:meth:`~SteppedPatch.batch_steps` says
 how many steps one call may cover, which widens the graph's batch range).
+
+A variant that recomputes only some tokens (RAS) names, in :meth:`~SteppedPatch.
+token_selection`, the rule the runtime chooses them by from the previous step's change; its
+graph takes their indices as an extra input (one row per image, the count an axis of its own)
+and the patch reads them with the state in :meth:`~SteppedPatch.bind_state`.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from difforge.artifact.step_plan import NoiseDampedGuidance, PriorNoise, Rule
+from difforge.artifact.token_selection import TokenSelection
 from difforge.patches.base import Patch
 
 
@@ -74,6 +80,10 @@ class SteppedPatch(Patch):
     def batch_steps(self, variant: str) -> int:
         """How many consecutive steps one call of a sample-free ``variant`` may cover."""
         return 1
+
+    def token_selection(self) -> TokenSelection | None:
+        """The tokens a variant recomputes, chosen per step by the runtime (None: all)."""
+        return None
 
     def state_inputs(self, variant: str) -> list[StateTensor]:
         """State tensors ``variant``'s graph takes from an earlier step (none by default)."""

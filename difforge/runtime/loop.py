@@ -130,6 +130,8 @@ def sample(
             model_in = np.concatenate([latents, latents]) if cfg else latents
             model_in = sched.scale_model_input(model_in, i)
             step = denoiser.policy.at(i)
+            if cfg and step.per_image:
+                step.feeds.update({k: np.concatenate([step.feeds[k]] * 2) for k in step.per_image})
             ts = [sched.timesteps[j] for j in step.steps]
             s0 = time.perf_counter()
             preds = denoiser.predict(step, model_in, ts, cond, scale, cfg)
@@ -143,7 +145,9 @@ def sample(
         noise = denoiser.policy.prior_noise(t)
         if noise:
             latents = (latents + np.float32(noise) * initial).astype(np.float32)
+        before = latents
         latents = sched.step(eps.astype(np.float32), i, latents, rng)
+        denoiser.policy.observe(i, before, latents)
         if callback is not None:
             callback(i + 1, num_steps)
     result.latents = latents

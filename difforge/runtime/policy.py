@@ -32,6 +32,8 @@ class StepCall:
     guidance: NoiseDampedGuidance | None = None
     #: the steps whose predictions this call makes: this one, then any later ones batched in
     steps: tuple[int, ...] = ()
+    #: feeds with one row per image (the loop repeats them for each guidance half)
+    per_image: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not self.steps:
@@ -61,9 +63,19 @@ class StepPolicy:
                     "steps in one call (its graph reads the sample or emits carried state, or "
                     "the plan has per-step inputs or a guidance mode)"
                 )
+        selection = plan.selection
+        if selection is not None and selection.input not in self._inputs[
+            plan.variants[selection.variant]
+        ]:
+            raise DifforgeError(
+                f"manifest.json: step_plan.selection: variant {selection.variant!r}'s graph "
+                f"has no input {selection.input!r}"
+            )
         self._num_steps = 0
         self._tables: dict[str, list[int]] = {}
         self._carried: dict[str, np.ndarray] = {}
+        self._drops: np.ndarray | None = None
+        self._active: np.ndarray | None = None
 
     def start(self, num_steps: int, seed: int) -> None:
         """Set up for a run of ``num_steps`` steps: the per-step tables for ``seed``, and no
@@ -71,6 +83,7 @@ class StepPolicy:
         self._num_steps = num_steps
         self._tables = self.plan.tables(num_steps, seed)
         self._carried = {}
+        self._drops, self._active = None, None
         self.plan.schedule(num_steps)  # a schedule that cannot be made fails before any step
 
     def component(self, variant: str) -> str:
@@ -89,6 +102,16 @@ class StepPolicy:
                     f"step's {output!r}, but no earlier step produced it"
                 )
             feeds[input_name] = self._carried[input_name]
+        per_image: frozenset[str] = frozenset()
+        selection = self.plan.selection
+        if selection is not None and variant == selection.variant:
+            if self._active is None:
+                raise DifforgeError(
+                    f"step {index} runs {key}, which recomputes the tokens chosen from the "
+                    "step before, but no step before chose them"
+                )
+            feeds[selection.input] = self._active
+            per_image = frozenset({selection.input})
         guidance = self.plan.guidance_at(index, self._num_steps)
         steps = [index]
         most = self.plan.batched.get(variant, 1)
@@ -98,7 +121,23 @@ class StepPolicy:
             and self.plan.variant_at(steps[-1] + 1, self._num_steps) == variant
         ):
             steps.append(steps[-1] + 1)
-        return StepCall(index, variant, key, feeds, guidance, tuple(steps))
+        return StepCall(index, variant, key, feeds, guidance, tuple(steps), per_image)
+
+    def observe(self, index: int, before: np.ndarray, after: np.ndarray) -> None:
+        """The sampler's step ``index`` took the latents from ``before`` to ``after``: when
+        the next step recomputes chosen tokens, choose them from the change."""
+        selection = self.plan.selection
+        following = index + 1
+        if selection is None or following >= self._num_steps:
+            return
+        self._active = None
+        if self.plan.variant_at(following, self._num_steps) != selection.variant:
+            return
+        delta = after.astype(np.float32) - before.astype(np.float32)
+        if self._drops is None:
+            tokens = len(selection.scores(delta[:1])[0])
+            self._drops = selection.first_drops(len(delta), tokens, self._num_steps)
+        self._active = selection.select(delta, self._drops)
 
     def prior_noise(self, t: np.floating | float) -> float:
         """How much of the initial noise the latents gain before the sampler's step at ``t``."""

@@ -231,3 +231,40 @@ def test_calibration_records_a_batched_call_once_per_step() -> None:
     for j, (_, feeds, _, _) in enumerate(seen[:3]):
         np.testing.assert_array_equal(feeds["timestep"], [9 - 2 * j] * 2)
         np.testing.assert_array_equal(feeds["cache"], cache[2 * j : 2 * j + 2])
+
+
+def test_chosen_tokens_reach_the_next_step_once_per_guidance_half(tmp_path: Path) -> None:
+    """A token selection (RAS): after each sampler step before a selecting step, the policy
+    chooses from the latents' change; the graph gets one row per image, repeated for CFG."""
+    selection = {"input": "active", "variant": "ras", "patch": 2, "ratio": 0.25,
+                 "metric": "l2norm"}
+    plan = StepPlan.from_dict({
+        "variants": {"dense": "denoiser", "ras": "denoiser@ras"},
+        "rules": [{"kind": "interval", "variant": "ras", "interval": 1, "spacing": "keys",
+                   "keys": [0, 1, 3]}],
+        "selection": selection,
+    })
+    ras = _entry("ras")
+    ras.inputs.append(TensorSpec("active", "int64", ["batch", "active"]))
+    ras.axes["active"] = [1, 4, 16]
+    pipe, calls = _pipeline(tmp_path, plan, {"denoiser": _entry("denoiser"), "denoiser@ras": ras})
+    result = pipe(GenerateRequest(class_label=3, steps=5, seed=1, guidance_scale=2.0))
+    assert result.request["schedule"] == ["dense", "dense", "ras", "dense", "ras"]
+    rule = plan.selection
+    assert rule is not None
+    drops = np.full((1, 16), -6.0)  # the authors' -(steps + 1)
+    for step in (2, 4):
+        fed = calls[step][1]["active"]
+        before, after = calls[step - 1][1]["sample"][:1], calls[step][1]["sample"][:1]
+        assert fed.shape == (2, 4) and np.array_equal(fed[0], fed[1])  # both CFG halves
+        np.testing.assert_array_equal(fed[:1], rule.select(after - before, drops))
+    assert "active" not in calls[3][1]
+    # a step that recomputes chosen tokens needs a step before it that chose them
+    first = StepPlan.from_dict({**plan.to_dict(), "rules": [
+        {"kind": "interval", "variant": "ras", "interval": 1, "spacing": "keys", "keys": [3]}]})
+    pipe, _ = _pipeline(tmp_path, first, {"denoiser": _entry("denoiser"), "denoiser@ras": ras})
+    with pytest.raises(DifforgeError, match="no step before chose them"):
+        pipe(GenerateRequest(class_label=3, steps=5))
+    # and its graph must take them
+    with pytest.raises(DifforgeError, match="has no input 'active'"):
+        _pipeline(tmp_path, plan, {"denoiser": _entry("denoiser"), "denoiser@ras": _entry("r")})

@@ -1,0 +1,112 @@
+"""Per-step token selection (RAS, region-adaptive sampling): which image tokens a step
+recomputes, chosen by the runtime from what the previous step changed.
+
+What the authors' scheduler (microsoft/RAS, ``RASFluxFlowMatchEulerDiscreteScheduler.
+ras_selection``) computes after the sampler's step when the next step is a RAS step, per image:
+Δ, the change the step made to the latents; per latent pixel the std over channels of Δ
+(``torch.std``, unbiased) or its L2 norm; its mean over each ``patch`` x ``patch`` token,
+row-major; times ``exp(starvation * drop_count)``, a per-token counter that starts at
+``-(steps + 1)`` and grows by one each time the token is cached. ``skip = int((1 - ratio) *
+tokens)`` tokens are cached: sorted by score, the lowest ``int(skip * (1 - high_ratio))`` and
+the highest ``int(skip * high_ratio)`` (with the default ``high_ratio`` 1: the highest-scoring
+ones, as the authors' code and README do). The others are the step's active tokens, which the
+graph gathers (they are handed to it in ascending order; attention does not depend on it).
+
+As written, the starvation factor raises the score of a token each time it is cached, and the
+highest scores are the ones cached, so the cached set tends to stay the same from one step to
+the next; difforge keeps the authors' rule. They write the highest ``high_bar`` as
+``indices[-high_bar:]``, which is every token when ``high_bar`` is 0; here it is none. This module is numpy only: the runtime imports it,
+and a PyTorch run of the patch uses the same rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from difforge.artifact.fields import Fields
+
+METRICS = ("std", "l2norm")
+
+
+@dataclass(frozen=True)
+class TokenSelection:
+    """The plan's token selection: graph input ``input`` of variant ``variant`` gets, per
+    image row, the indices of the tokens the step recomputes."""
+
+    input: str
+    variant: str
+    patch: int
+    ratio: float
+    starvation: float = 0.1
+    high_ratio: float = 1.0
+    metric: str = "std"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input": self.input,
+            "variant": self.variant,
+            "patch": self.patch,
+            "ratio": self.ratio,
+            "starvation": self.starvation,
+            "high_ratio": self.high_ratio,
+            "metric": self.metric,
+        }
+
+    @classmethod
+    def read(cls, f: Fields) -> TokenSelection:
+        if not f.number("ratio") > 0:
+            raise f.fail("ratio", "expected a share of tokens above 0")
+        return cls(
+            input=f.text("input"),
+            variant=f.text("variant"),
+            patch=f.integer("patch", minimum=1, maximum=64),
+            ratio=f.number("ratio", minimum=0.0, maximum=1.0),
+            starvation=f.number("starvation", 0.1, minimum=0.0, maximum=10.0),
+            high_ratio=f.number("high_ratio", 1.0, minimum=0.0, maximum=1.0),
+            metric=f.text("metric", "std", choices=METRICS),
+        )
+
+    def skip(self, tokens: int) -> int:
+        """How many of ``tokens`` a RAS step caches (the authors' ``skip_token_num``)."""
+        return int((1.0 - self.ratio) * tokens)
+
+    def active_count(self, tokens: int) -> int:
+        return tokens - self.skip(tokens)
+
+    def scores(self, delta: np.ndarray) -> np.ndarray:
+        """Per image, per token (row-major) score of ``delta`` [B, C, H, W]."""
+        b, c, h, w = delta.shape
+        p = self.patch
+        if h % p or w % p:
+            raise ValueError(f"token selection: latents {h}x{w} are not a multiple of {p}")
+        d = delta.astype(np.float64)
+        if self.metric == "std":
+            if c < 2:
+                raise ValueError(
+                    "token selection: the std over channels of a 1-channel latent is undefined"
+                )
+            pixel = d.std(axis=1, ddof=1)
+        else:
+            pixel = np.sqrt((d * d).sum(axis=1))
+        return pixel.reshape(b, h // p, p, w // p, p).mean(axis=(2, 4)).reshape(b, -1)
+
+    def select(self, delta: np.ndarray, drops: np.ndarray) -> np.ndarray:
+        """The active tokens [B, n] (ascending) for the next step; ``drops`` [B, tokens]
+        (float, the starvation counters) gain one where a token is cached."""
+        scores = self.scores(delta) * np.exp(self.starvation * drops)
+        tokens = scores.shape[1]
+        skip = self.skip(tokens)
+        low = int(skip * (1.0 - self.high_ratio))
+        high = int(skip * self.high_ratio)
+        order = np.argsort(scores, axis=1, kind="stable")
+        active = np.sort(order[:, low : tokens - high], axis=1)
+        cached = np.concatenate([order[:, :low], order[:, tokens - high :]], axis=1)
+        np.add.at(drops, (np.arange(len(drops))[:, None], cached), 1.0)
+        return active.astype(np.int64)
+
+    def first_drops(self, images: int, tokens: int, num_steps: int) -> np.ndarray:
+        """The counters at step 0: ``-(steps + 1)``, the authors' ``-len(sigmas)``."""
+        return np.full((images, tokens), -float(num_steps + 1))
