@@ -56,6 +56,7 @@ _BUILTIN: dict[str, str] = {
     "reparam": "difforge.patches.reparam",
     "deepcache": "difforge.patches.deepcache",
     "faster-diffusion": "difforge.patches.faster_diffusion",
+    "ras": "difforge.patches.ras",
 }
 
 _NAME = re.compile(r"[a-z][a-z0-9_-]*")

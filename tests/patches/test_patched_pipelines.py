@@ -17,7 +17,7 @@ from tests.registry_cases import PATCH_CASES
 
 pytestmark = pytest.mark.slow
 
-STEPPED = {"redilate", "raunet", "deepcache", "faster-diffusion"}
+STEPPED = {"redilate", "raunet", "deepcache", "faster-diffusion", "ras"}
 CASES = PATCH_CASES
 
 

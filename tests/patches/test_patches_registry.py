@@ -25,7 +25,7 @@ from difforge.patches import (
 
 BUILTIN = {
     "linfusion", "clear", "msw-msa", "redilate", "raunet", "reparam", "deepcache",
-    "faster-diffusion",
+    "faster-diffusion", "ras",
 }
 
 
