@@ -15,8 +15,10 @@ graph gathers (they are handed to it in ascending order; attention does not depe
 As written, the starvation factor raises the score of a token each time it is cached, and the
 highest scores are the ones cached, so the cached set tends to stay the same from one step to
 the next; difforge keeps the authors' rule. They write the highest ``high_bar`` as
-``indices[-high_bar:]``, which is every token when ``high_bar`` is 0; here it is none. This module is numpy only: the runtime imports it,
-and a PyTorch run of the patch uses the same rule.
+``indices[-high_bar:]``, which is every token when ``high_bar`` is 0; here it is none.
+
+This module is numpy only: the runtime imports it, and a PyTorch run of the patch uses the
+same rule.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from difforge.cli._common import EXIT_USER_ERROR, fail
 from difforge.cli.bench import bench_command
 from difforge.cli.bench_caching import bench_caching_command
 from difforge.cli.compile import build, calibrate, compile_, export
+from difforge.cli.doctor import cache_group, doctor_command
 from difforge.cli.evaluate import evaluate
 from difforge.cli.info import info
 from difforge.cli.profile import profile_command
@@ -67,7 +68,7 @@ def cli(debug: bool) -> None:
 
 
 _COMMANDS = [export, calibrate, build, compile_, run, evaluate, info, profile_command]
-for _command in [*_COMMANDS, bench_command, bench_caching_command]:
+for _command in [*_COMMANDS, bench_command, bench_caching_command, doctor_command, cache_group]:
     cli.add_command(_command)
 
 

@@ -34,6 +34,12 @@ from difforge.errors import DifforgeError
 @click.option("--images", type=int, default=8, show_default=True, help="Timed images per setting.")
 @click.option("--steps", type=int, default=None, help="Sampler steps (default: the model's).")
 @click.option(
+    "--resolution",
+    type=int,
+    default=None,
+    help="Build and run every setting at this one size in pixels (default: the model's).",
+)
+@click.option(
     "--quality-samples",
     type=int,
     default=0,
@@ -67,6 +73,7 @@ def bench_caching_command(
     settings: tuple[str, ...],
     images: int,
     steps: int | None,
+    resolution: int | None,
     quality_samples: int,
     work: Path | None,
     out: tuple[Path, ...],
@@ -92,6 +99,7 @@ def bench_caching_command(
             model=model,
             images=images,
             steps=steps,
+            resolution=resolution,
             quality_samples=quality_samples,
             reporter=reporter(quiet),
         )

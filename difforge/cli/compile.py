@@ -112,7 +112,8 @@ def build_options(fn: F) -> F:
             "--backend",
             default="ort",
             show_default=True,
-            help="Engine backend (ort: ONNX Runtime CPU).",
+            help="Engine backend (ort: ONNX Runtime CPU; openvino; tensorrt: engines for an "
+            "NVIDIA GPU, built where TensorRT is installed).",
         ),
         click.option(
             "--threads",

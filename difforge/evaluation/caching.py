@@ -76,9 +76,11 @@ def _compile(source: dict[str, Any], patch: str | None, out: Path, rep: Reporter
     """The artifact of one setting; one compiled earlier for the same source and setting (the
     stamp beside it says so) is reused."""
     from difforge.api import compile
-    from difforge.config import CompileConfig, ExportConfig
+    from difforge.config import CompileConfig, ExportConfig, ResolutionRange
 
+    size = source["resolution"]
     stamp = f"{source['stamp']} | {patch or UNCACHED}"
+    fixed = ResolutionRange() if size is None else ResolutionRange(size, size, size)
     marker = out.with_suffix(".stamp")
     if (out / "manifest.json").is_file() and marker.is_file() and marker.read_text() == stamp:
         rep.note(f"reusing {out} ({patch or UNCACHED})")
@@ -89,6 +91,7 @@ def _compile(source: dict[str, Any], patch: str | None, out: Path, rep: Reporter
         model=source["model"],
         patches=[patch] if patch else [],
         force=True,
+        resolution=fixed,
     )
     built = compile(CompileConfig(export=cfg), rep)
     marker.write_text(stamp, encoding="utf-8")
@@ -117,11 +120,13 @@ def bench_caching(
     model: Path | None = None,
     images: int = 8,
     steps: int | None = None,
+    resolution: int | None = None,
     quality_samples: int = 0,
     reporter: Reporter | None = None,
 ) -> CachingReport:
-    """Compile the model uncached and with each ``--patch`` setting in ``settings``, then time
-    ``images`` generations of each (same seeds) and score them against the uncached ones."""
+    """Compile the model uncached and with each ``--patch`` setting in ``settings`` (built for
+    ``resolution`` px alone if given), then time ``images`` generations of each (same seeds)
+    and score them against the uncached ones."""
     from difforge.profile.machine import describe_machine
     from difforge.runtime import GenerateRequest, load
 
@@ -132,6 +137,8 @@ def bench_caching(
         raise DifforgeError("give one of --preset or --model")
     if not 1 <= images <= MAX_IMAGES:
         raise DifforgeError(f"--images must be in [1, {MAX_IMAGES}], got {images}")
+    if resolution is not None and not 8 <= resolution <= 8192:
+        raise DifforgeError(f"--resolution must be in [8, 8192] pixels, got {resolution}")
     if len(set(settings)) != len(settings):
         raise DifforgeError("a caching setting is given twice")
     if not 0 <= quality_samples <= MAX_QUALITY_SAMPLES:
@@ -141,7 +148,14 @@ def bench_caching(
     for setting in settings:  # every setting's options checked before anything is compiled
         create_patches([setting])
     label = str(model) if model is not None else str(preset)
-    source = {"preset": preset, "model": model, "stamp": _source_stamp(preset, model)}
+    if resolution is not None:
+        label += f"` at `{resolution} px"
+    source = {
+        "preset": preset,
+        "model": model,
+        "stamp": _source_stamp(preset, model) + (f", {resolution} px" if resolution else ""),
+        "resolution": resolution,
+    }
     names = [UNCACHED, *settings]
     pipes = []
     for index, setting in enumerate(names):
@@ -157,6 +171,8 @@ def bench_caching(
     with rep.progress("images, settings interleaved", total=images * len(names)) as advance:
         for i in range(-1, images):  # image -1 warms every session up, untimed
             kw: dict[str, Any] = {"seed": i + 1, "steps": first.steps}
+            if resolution is not None:
+                kw.update(height=resolution, width=resolution)
             req = GenerateRequest(class_label=i % 10, **kw) if class_model else GenerateRequest(
                 prompt="a castle on a hill, oil painting", **kw
             )

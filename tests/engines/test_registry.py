@@ -22,13 +22,16 @@ from difforge.runtime.runners.base import Runner
 
 
 def test_backends_and_runners_are_found_by_name() -> None:
-    assert available_backends() == ["openvino", "ort"]
+    assert available_backends() == ["openvino", "ort", "tensorrt"]
     assert available_runners() == ["openvino", "ort"]
-    for name in ("ort", "openvino"):
+    for name in ("ort", "openvino", "tensorrt"):
         assert builder_class(name).backend == name
+    for name in ("ort", "openvino"):
         assert runner_class(name).backend == name
-    with pytest.raises(DifforgeError, match=r"unknown backend 'tensorrt' \(known: openvino, ort\)"):
-        builder_class("tensorrt")
+    with pytest.raises(
+        DifforgeError, match=r"unknown backend 'trt' \(known: openvino, ort, tensorrt\)"
+    ):
+        builder_class("trt")
     with pytest.raises(
         DifforgeError, match=r"no runner for 'tensorrt' engines \(it runs: openvino, ort\)"
     ):

@@ -17,7 +17,9 @@ DIGITS = ROOT / "models" / "digits-unet"
 @pytest.mark.slow
 def test_bench_compares_settings_on_the_same_seeds(tmp_path: Path) -> None:
     settings = ["deepcache:interval=1", "deepcache:interval=3"]
-    report = bench_caching(settings, tmp_path, model=DIGITS, images=2, steps=6)
+    # built and run at the model's one size given explicitly (--resolution)
+    report = bench_caching(settings, tmp_path, model=DIGITS, images=2, steps=6, resolution=32)
+    assert report.source.endswith("32 px")
     rows = {row.setting: row for row in report.rows}
     assert list(rows) == ["uncached", *settings]
     assert all(len(row.seconds) == 2 and min(row.seconds) > 0 for row in report.rows)
@@ -33,9 +35,9 @@ def test_bench_compares_settings_on_the_same_seeds(tmp_path: Path) -> None:
     # a second run reuses the compiled artifacts (each stamped with its source and setting)
     stamps = sorted(p.read_text() for p in tmp_path.glob("setting-*.stamp"))
     assert [s.rpartition(" | ")[2] for s in stamps] == sorted(["uncached", *settings])
-    assert all(s.startswith(f"{DIGITS.resolve()} @ ") for s in stamps)
+    assert all(s.startswith(f"{DIGITS.resolve()} @ ") and ", 32 px | " in s for s in stamps)
     built = [(tmp_path / f"setting-{i}" / "manifest.json").stat().st_mtime_ns for i in range(3)]
-    again = bench_caching(settings, tmp_path, model=DIGITS, images=1, steps=6)
+    again = bench_caching(settings, tmp_path, model=DIGITS, images=1, steps=6, resolution=32)
     assert [row.setting for row in again.rows] == ["uncached", *settings]
     assert built == [
         (tmp_path / f"setting-{i}" / "manifest.json").stat().st_mtime_ns for i in range(3)
@@ -64,6 +66,7 @@ def test_bench_compares_settings_on_the_same_seeds(tmp_path: Path) -> None:
             "--quality-samples must",
         ),
         (["--model", str(DIGITS), "--setting", "deepcache", "--block", "a b"], "--block must"),
+        (["--preset", "tiny-dit", "--setting", "ras", "--resolution", "0"], "--resolution must"),
     ],
 )
 def test_bad_requests_are_one_line(args: list[str], needle: str) -> None:

@@ -31,6 +31,11 @@ _OPS = {
 }
 
 
+def op_names() -> list[str]:
+    """Every difforge custom op, as ``domain::Name``."""
+    return sorted(f"{DOMAIN}::{name}" for name in _OPS)
+
+
 def register_schemas() -> None:
     """Register the ONNX schemas with ``onnx.defs`` (idempotent)."""
     for module in _OPS.values():
