@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from difforge.artifact.fields import Fields
+from difforge.errors import DifforgeError
 
 METRICS = ("std", "l2norm")
 
@@ -83,12 +84,16 @@ class TokenSelection:
         b, c, h, w = delta.shape
         p = self.patch
         if h % p or w % p:
-            raise ValueError(f"token selection: latents {h}x{w} are not a multiple of {p}")
+            raise DifforgeError(
+                f"manifest.json: step_plan.selection: latents {h}x{w} are not a multiple of its "
+                f"{p}x{p} tokens"
+            )
         d = delta.astype(np.float64)
         if self.metric == "std":
             if c < 2:
-                raise ValueError(
-                    "token selection: the std over channels of a 1-channel latent is undefined"
+                raise DifforgeError(
+                    "manifest.json: step_plan.selection: metric std scores the std over the "
+                    "latent's channels, and this latent has 1 (compile with metric=l2norm)"
                 )
             pixel = d.std(axis=1, ddof=1)
         else:

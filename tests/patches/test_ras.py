@@ -184,7 +184,7 @@ def test_scores_average_each_token_over_its_pixels() -> None:
     expected = pixel_std[1, 2:4, 4:6].mean()  # image 1, token row 1, column 2
     assert std.shape == (2, 6) and np.isclose(std[1, 1 * 3 + 2], float(expected))
     assert np.isclose(norm[0, 0], np.linalg.norm(delta[0, :, :2, :2], axis=0).mean())
-    with pytest.raises(ValueError, match="1-channel"):
+    with pytest.raises(DifforgeError, match="this latent has 1"):
         TokenSelection("a", "ras", patch=2, ratio=0.5).scores(delta[:, :1])
 
 
