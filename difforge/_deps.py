@@ -41,13 +41,14 @@ OPTIONAL_PACKAGES = frozenset(
         "sklearn",
         "scipy",
         "triton",
+        "onnxruntime",
     ]
 )
 COMMAND_EXTRAS = {"profile": "profile", "bench": "bench"}  # every other command: "compile"
 
 
 #: packages that belong to one extra whatever the command (an OpenVINO artifact's runner)
-PACKAGE_EXTRAS = {"openvino": "openvino", "nncf": "openvino"}
+PACKAGE_EXTRAS = {"openvino": "openvino", "nncf": "openvino", "onnxruntime": "cpu"}
 
 
 def missing_extra_message(command: str | None, exc: ImportError) -> str | None:
@@ -57,7 +58,21 @@ def missing_extra_message(command: str | None, exc: ImportError) -> str | None:
     if package not in OPTIONAL_PACKAGES:
         return None
     extra = PACKAGE_EXTRAS.get(package) or COMMAND_EXTRAS.get(command or "", "compile")
+    if package == "onnxruntime":
+        return (
+            f"`difforge {command}` needs ONNX Runtime, which this install lacks: pip install "
+            "'difforge[cpu]' (or 'difforge[gpu]' for NVIDIA's onnxruntime-gpu; on a Jetson, "
+            "JetPack's onnxruntime-gpu wheel)"
+        )
     return (
         f"`difforge {command}` needs {package!r}, which this install lacks (the core is the "
         f"torch-free runtime: run, info ARTIFACT); pip install 'difforge[{extra}]'"
     )
+
+
+def onnxruntime_distributions() -> list[str]:
+    """The installed distributions that provide the ``onnxruntime`` package (onnxruntime,
+    onnxruntime-gpu, a platform's own build); more than one overwrite each other's files."""
+    from importlib import metadata
+
+    return sorted(set(metadata.packages_distributions().get("onnxruntime", [])))

@@ -53,10 +53,11 @@ def _names(requirements: list[str]) -> set[str]:
 def test_core_dependencies_are_the_runtime_only() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     # tokenizers: FLUX's T5 tokenizer, read by the runtime (torch-free, aarch64 wheels)
-    assert _names(project["dependencies"]) == {
-        "numpy", "onnxruntime", "pillow", "click", "tokenizers"
-    }
+    assert _names(project["dependencies"]) == {"numpy", "pillow", "click", "tokenizers"}
     extras = project["optional-dependencies"]
+    # ONNX Runtime: the CPU or the GPU build, never pulled by the core over the other
+    assert _names(extras["cpu"]) == {"onnxruntime"} and _names(extras["gpu"]) == {"onnxruntime-gpu"}
+    assert "difforge[cpu]" in extras["dev"] and "difforge[cpu]" in extras["runtime"]
     assert {"torch", "onnx", "diffusers", "rich"} <= _names(extras["compile"])
     assert not {"torch", "diffusers", "transformers"} & _names(extras["profile"])
     # Every package the CLI would blame on a missing extra is outside the core.
@@ -102,3 +103,29 @@ def test_a_command_without_its_extra_names_it(
     assert lines[0].endswith(f"pip install 'difforge[{extra}]'")
     assert COMMAND_EXTRAS.get(command[0], "compile") == extra
     assert not list(tmp_path.iterdir())  # failed before any work
+
+
+def test_without_onnx_runtime_a_run_says_which_to_install(tiny_sd_artifact: Path) -> None:
+    done = _without(("onnxruntime",), "run", str(tiny_sd_artifact), "-q", "--steps", "1")
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, lines
+    assert "needs ONNX Runtime" in lines[0] and "'difforge[cpu]'" in lines[0]
+    assert "onnxruntime-gpu" in lines[0]
+
+
+def test_the_onnx_runtime_distribution_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A platform's onnxruntime-gpu (JetPack's wheel) is found by its distribution, and two
+    distributions of the one package are reported (they overwrite each other's files)."""
+    from importlib import metadata
+
+    from difforge._deps import onnxruntime_distributions
+    from difforge.profile.doctor import doctor, render
+
+    monkeypatch.setattr(metadata, "packages_distributions",
+                        lambda: {"onnxruntime": ["onnxruntime-gpu"], "numpy": ["numpy"]})
+    assert onnxruntime_distributions() == ["onnxruntime-gpu"]
+    assert "(from onnxruntime-gpu)" in render(doctor())
+    monkeypatch.setattr(metadata, "packages_distributions",
+                        lambda: {"onnxruntime": ["onnxruntime", "onnxruntime-gpu"]})
+    text = render(doctor())
+    assert "both onnxruntime and onnxruntime-gpu are installed" in text

@@ -107,6 +107,9 @@ class EngineRecord:
     check: dict[str, float] | None = None
     #: a lowered precision's quality gate as measured: metric, threshold, per-bucket values
     quality: dict[str, Any] | None = None
+    #: what the built graph needs of its runtime: ``opsets`` (domain -> version) and ``ops``
+    #: (``domain::Op``), so a runtime is judged by the ops it has, not by its version number
+    requires: dict[str, Any] | None = None
 
     @classmethod
     def read(cls, f: Fields) -> EngineRecord:
@@ -127,7 +130,22 @@ class EngineRecord:
             passes=[PassRecord.read(p) for p in f.objects("passes")],
             check=f.table("check", None),
             quality=f.table("quality", None),
+            requires=_requires(f.obj("requires", None)),
         )
+
+
+def _requires(f: Fields | None) -> dict[str, Any] | None:
+    """An engine's ``requires``: opsets (domain -> version) and ops (``domain::Op``)."""
+    if f is None:
+        return None
+    opsets = {
+        str(domain): check_int(version, f"{f.where('opsets')}.{domain}", 1, 1000)
+        for domain, version in f.table("opsets").items()
+    }
+    ops = f.items("ops")
+    if not all(isinstance(op, str) and "::" in op for op in ops):
+        raise f.fail("ops", "expected op names like 'ai.onnx::Conv'")
+    return {"opsets": opsets, "ops": ops}
 
 
 @dataclass

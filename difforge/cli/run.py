@@ -41,6 +41,20 @@ from difforge.errors import DifforgeError
 )
 @click.option("--threads", type=int, default=None, help="Intra-op threads (default: as built).")
 @click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda", "tensorrt"]),
+    default=None,
+    help="ONNX Runtime artifacts: run on the CPU, CUDA, or TensorRT execution provider "
+    "(the GPU ones need onnxruntime-gpu; default: as built).",
+)
+@click.option(
+    "--provider",
+    "provider_names",
+    multiple=True,
+    metavar="NAME",
+    help="ONNX Runtime execution providers by name, in order (instead of --device).",
+)
+@click.option(
     "--out",
     type=click.Path(path_type=Path),
     default=Path("out.png"),
@@ -63,6 +77,8 @@ def run(
     resolution: int | None,
     scheduler: str | None,
     threads: int | None,
+    device: str | None,
+    provider_names: tuple[str, ...],
     out: Path,
     as_json: bool,
     quiet: bool,
@@ -86,7 +102,14 @@ def run(
     if classes is not None and (class_label is not None or prompt or negative_prompt):
         raise DifforgeError("--classes takes no --class-label, --prompt or --negative-prompt")
     labels = parse_classes(classes) if classes is not None else []
-    pipe = load(artifact, threads=threads)
+    if device is not None and provider_names:
+        raise DifforgeError("--device and --provider both choose providers; give one")
+    chosen: list[str] | None = list(provider_names) or None
+    if device is not None:
+        from difforge.runtime.runners._ort_settings import DEVICES
+
+        chosen = DEVICES[device]
+    pipe = load(artifact, threads=threads, providers=chosen)
     if classes is not None:
         for note in pipe.notes:
             click.echo(f"note: {note}", err=True)

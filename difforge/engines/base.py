@@ -58,6 +58,8 @@ class ComponentBuild:
     plugin_ops: list[str] = field(default_factory=list)
     #: a lowered precision: what was lowered and what its gate measured
     quality: dict[str, Any] | None = None
+    #: what the built graph needs of its runtime (opsets and ops), when the backend says
+    requires: dict[str, Any] | None = None
 
 
 class EngineBuilder(ABC):
@@ -201,6 +203,7 @@ class EngineBuilder(ABC):
             passes=list(done.passes),
             check=done.check,
             quality=done.quality,
+            requires=done.requires,
         )
 
     @staticmethod

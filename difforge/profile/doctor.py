@@ -26,8 +26,11 @@ def _onnxruntime() -> dict[str, Any]:
         import onnxruntime as ort
     except ImportError:
         return {"installed": False}
+    from difforge._deps import onnxruntime_distributions
+
     return {"installed": True, "version": ort.__version__,
-            "providers": list(ort.get_available_providers())}
+            "providers": list(ort.get_available_providers()),
+            "distributions": onnxruntime_distributions()}
 
 
 def _openvino() -> dict[str, Any]:
@@ -81,14 +84,23 @@ def doctor() -> dict[str, Any]:
     }
 
 
+def _ort_line(ort: dict[str, Any]) -> str:
+    dists = ort["distributions"]
+    providers = ", ".join(ort["providers"])
+    line = f"{ort['version']} (from {', '.join(dists) or '?'}), providers {providers}"
+    if len(dists) > 1:
+        line += (f"; warning: both {' and '.join(dists)} are installed, and they overwrite each "
+                 "other's files: uninstall all and install one")
+    return line
+
+
 def render(report: dict[str, Any]) -> str:
     m = report["machine"]
     ort, ov, trt, gpu = report["onnxruntime"], report["openvino"], report["tensorrt"], report["gpu"]
     lines = [
         f"difforge {report['difforge']}, Python {report['python']}",
         f"CPU: {m['cpu_model']}, {m['logical_cpus']} logical CPUs, flags {flag_summary(m)}",
-        "ONNX Runtime: " + (f"{ort['version']}, providers {', '.join(ort['providers'])}"
-                            if ort["installed"] else "not installed"),
+        "ONNX Runtime: " + (_ort_line(ort) if ort["installed"] else "not installed"),
         "OpenVINO: " + (f"{ov['version']}, devices {', '.join(ov['devices'])}"
                         if ov["installed"] else "not installed"),
         "TensorRT: " + (f"{trt['version']} ({trt['typing']} typed builds)"

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from difforge.artifact.manifest import Manifest, read_manifest
+from difforge.errors import DifforgeError
 from difforge.runtime.pipeline import Pipeline
 from difforge.runtime.runners import runner_class
 from difforge.runtime.runners.base import Runner
@@ -38,15 +39,22 @@ def load(
     verify: bool = True,
     lazy: bool = False,
     session_overrides: dict[str, Any] | None = None,
+    providers: list[str] | None = None,
 ) -> Pipeline:
     """Load an artifact folder for generation (numpy + the engine's runtime only).
 
     ``verify`` hashes every file against the manifest; a changed file is refused. Sessions are
     created here unless ``lazy`` (then on first use), so generation timings exclude loading.
+    ``providers`` replaces the ONNX Runtime execution providers the artifact records (ONNX
+    Runtime artifacts only), e.g. ``["CUDAExecutionProvider", "CPUExecutionProvider"]``.
     """
     root = Path(artifact)
     manifest = read_manifest(root, verify=verify)  # its components checked against its kind
     overrides = dict(session_overrides or {})
+    if providers is not None:
+        if not providers or not all(isinstance(p, str) for p in providers):
+            raise DifforgeError("providers must be a non-empty list of ONNX Runtime provider names")
+        overrides["providers"] = list(providers)
     if threads is not None:
         overrides["intra_op_num_threads"] = threads
     pipeline = Pipeline(root, manifest, make_runners(root, manifest, overrides))

@@ -75,3 +75,8 @@ def test_manifest_records_what_the_blob_is_for(tiny_sd_openvino: Path) -> None:
     settings = data["components"]["denoiser"]["engine"]["settings"]
     assert set(settings["blob_for"]) == {"openvino", "cpu", "capabilities"}
     assert settings["blob"] == "model.blob"
+
+
+def test_onnx_runtime_providers_are_refused(tiny_sd_openvino: Path) -> None:
+    with pytest.raises(DifforgeError, match="this artifact's engines are OpenVINO's"):
+        load(tiny_sd_openvino, lazy=True, providers=["CPUExecutionProvider"])

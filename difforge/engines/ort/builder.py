@@ -81,6 +81,24 @@ def check_equivalent(entry: ComponentEntry, before: Path, after: Path, role: str
     return worst
 
 
+def graph_requires(path: Path) -> dict[str, Any]:
+    """The opsets a built graph imports and the ops it uses (its functions' bodies included)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    local = {(f.domain, f.name) for f in model.functions}
+
+    def name(domain: str) -> str:
+        return domain or "ai.onnx"
+
+    nodes = list(model.graph.node) + [n for f in model.functions for n in f.node]
+    ops = {f"{name(n.domain)}::{n.op_type}" for n in nodes if (n.domain, n.op_type) not in local}
+    return {
+        "opsets": {name(o.domain): int(o.version) for o in model.opset_import},
+        "ops": sorted(ops),
+    }
+
+
 @register_builder
 class OrtBuilder(EngineBuilder):
     """Graph passes for ONNX Runtime's CPU provider; custom ops inlined unless kept."""
@@ -91,6 +109,11 @@ class OrtBuilder(EngineBuilder):
     def build_component(
         self, role: str, entry: ComponentEntry, src: Path, dst: Path
     ) -> ComponentBuild:
+        done = self._build(role, entry, src, dst)
+        done.requires = graph_requires(dst)
+        return done
+
+    def _build(self, role: str, entry: ComponentEntry, src: Path, dst: Path) -> ComponentBuild:
         done = self._build_fp32(role, entry, src, dst)
         if self.precision_of(role) == "fp32":
             return done

@@ -92,6 +92,32 @@ def user_settings(overrides: dict[str, Any]) -> dict[str, Any]:
     return dict(overrides)
 
 
+#: ``--device`` -> the ONNX Runtime providers it means, in order (the CPU one as fallback for
+#: nodes the first cannot run)
+DEVICES = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+def requested_providers(chosen: list[str]) -> list[str]:
+    """Providers the user asked for (``--device``/``--provider``): each must be in this
+    onnxruntime; the GPU ones come with NVIDIA's onnxruntime-gpu build."""
+    import onnxruntime as ort
+
+    have = ort.get_available_providers()
+    missing = [p for p in chosen if p not in have]
+    if missing:
+        hint = " (install onnxruntime-gpu for the CUDA and TensorRT providers)" if any(
+            p in ("CUDAExecutionProvider", "TensorrtExecutionProvider") for p in missing
+        ) else ""
+        raise DifforgeError(
+            f"this onnxruntime has no {', '.join(missing)}; it has {', '.join(have)}{hint}"
+        )
+    return list(chosen)
+
+
 def providers(settings: dict[str, Any], where: str) -> list[str]:
     """The execution providers an artifact records; each must be one this onnxruntime has."""
     import onnxruntime as ort

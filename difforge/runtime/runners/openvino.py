@@ -123,6 +123,11 @@ class OpenVinoRunner(Runner):
             if key == "profile_prefix":  # OpenVINO's counters stay in memory: no file
                 runner.profiling = bool(value)
                 continue
+            if key == "providers":
+                raise DifforgeError(
+                    "--device/--provider choose ONNX Runtime's execution providers; this "
+                    "artifact's engines are OpenVINO's (they run on its CPU device)"
+                )
             if key != "intra_op_num_threads":
                 raise DifforgeError(f"the OpenVINO runner has no setting {key!r}")
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= cores:

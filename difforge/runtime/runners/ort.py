@@ -7,7 +7,7 @@ ONNX, which ONNX Runtime runs with its default settings.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -17,6 +17,7 @@ from difforge.runtime.runners import register_runner
 from difforge.runtime.runners._ort_settings import (
     providers,
     recorded_settings,
+    requested_providers,
     session_options,
     user_settings,
 )
@@ -29,6 +30,35 @@ def _version_tuple(text: str) -> tuple[int, ...]:
         digits = "".join(ch for ch in piece if ch.isdigit())
         parts.append(int(digits) if digits else 0)
     return tuple(parts)
+
+
+def _schemas() -> dict[tuple[str, str], int] | None:
+    """(domain, op) -> the lowest opset version that defines it in this ONNX Runtime (None
+    where the build does not expose its schemas)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as core
+
+    if not hasattr(core, "get_all_operator_schema"):
+        return None
+    out: dict[tuple[str, str], int] = {}
+    for schema in core.get_all_operator_schema():
+        key = (schema.domain or "ai.onnx", schema.name)
+        out[key] = min(out.get(key, schema.since_version), schema.since_version)
+    return out
+
+
+def _missing(needs: list[dict[str, Any]], schemas: dict[tuple[str, str], int]) -> list[str]:
+    newest = max(v for (d, _), v in schemas.items() if d == "ai.onnx")
+    missing: list[str] = []
+    for need in needs:
+        opsets = {str(k): int(v) for k, v in dict(need.get("opsets", {})).items()}
+        if opsets.get("ai.onnx", 0) > newest:
+            missing.append(f"ONNX opset {opsets['ai.onnx']} (it knows up to {newest})")
+        for op in need.get("ops", []):
+            domain, _, name = str(op).partition("::")
+            since = schemas.get((domain, name))
+            if since is None or since > opsets.get(domain, 1):
+                missing.append(f"{op} (opset {opsets.get(domain, 1)})")
+    return sorted(set(missing))
 
 
 @register_runner
@@ -53,13 +83,32 @@ class OrtRunner(Runner):
 
     @classmethod
     def check_artifact(cls, manifest: Manifest) -> None:
-        """Refuse an engine built by a newer ONNX Runtime than the one installed here.
+        """Refuse an artifact this ONNX Runtime cannot run, judged by what its graphs need.
 
-        An optimised graph may use contrib ops or fusions an older runtime does not know; an
-        older build on a newer runtime is fine (ONNX Runtime is backward compatible).
+        Each engine records the opsets its graph imports and the ops it uses (contrib ops and
+        fusions included); they are looked up in this ONNX Runtime's own operator schemas, so
+        an older runtime that has them all (a Jetson's, which lags behind) runs the artifact.
+        An artifact without that record falls back to the version rule: one built by a newer
+        minor version is refused.
         """
         import onnxruntime as ort
 
+        needs = [
+            c.engine.requires
+            for c in manifest.components.values()
+            if c.engine is not None and c.engine.backend == cls.backend
+        ]
+        schemas = _schemas()
+        if needs and all(n is not None for n in needs) and schemas is not None:
+            missing = _missing(cast(list[dict[str, Any]], needs), schemas)
+            if missing:
+                more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+                shown = ", ".join(missing[:4]) + more
+                raise DifforgeError(
+                    f"this artifact needs {shown}, which onnxruntime {ort.__version__} does not "
+                    "have; upgrade onnxruntime or build the artifact again with this one"
+                )
+            return
         built_with = manifest.versions.get("onnxruntime")
         if built_with and _version_tuple(ort.__version__)[:2] < _version_tuple(built_with)[:2]:
             raise DifforgeError(
@@ -74,8 +123,10 @@ class OrtRunner(Runner):
         recorded = dict(spec.engine.settings) if spec.engine is not None else {}
         where = f"components.{name}.engine.settings"
         settings, notes = recorded_settings(recorded, where)
-        settings.update(user_settings(overrides))
-        runner = cls(name, spec, root / spec.file, settings, providers(recorded, where))
+        requested = overrides.get("providers")
+        settings.update(user_settings({k: v for k, v in overrides.items() if k != "providers"}))
+        chosen = requested_providers(requested) if requested else providers(recorded, where)
+        runner = cls(name, spec, root / spec.file, settings, chosen)
         runner.notes.extend(notes)
         return runner
 
