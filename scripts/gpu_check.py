@@ -60,6 +60,14 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="skip flex_attention (its compiles take minutes; times ours, SDPA and dense flash)",
     )
+    parser.add_argument(
+        "--engines",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also check ONNX Runtime's CUDA provider and TensorRT against the CPU artifact, "
+        "building artifacts in DIR (scripts/gpu_engines.py)",
+    )
     # Runs the same logic on CPU under TRITON_INTERPRET=1 at toy sizes (CI proof only).
     parser.add_argument("--cpu-smoke", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -659,6 +667,20 @@ def main() -> int:
         "failed": len(failed),
         "elapsed_s": round(elapsed(), 1),
     }
+    if not args.cpu_smoke and args.engines is not None:
+        # ONNX Runtime's CUDA provider and TensorRT against the CPU artifact (gpu_engines.py):
+        # rows where the libraries are here, and what was skipped and why
+        sys.path.insert(0, str(Path(__file__).parent))
+        from gpu_engines import section
+
+        report["engines"] = section(args.engines)
+        for engine, reason in report["engines"]["skipped"].items():
+            print(f"engines: skipped {engine}: {reason}")
+        for row in report["engines"]["rows"]:
+            print("engines:", json.dumps(row, default=str))
+            if row.get("ok") is False:
+                failed.append(row)
+        report["failed"] = len(failed)
     Path(args.out).write_text(json.dumps(report, indent=1, default=str))
     print(f"wrote {args.out} ({len(rows)} cases, {len(failed)} failed) in {elapsed():.0f} s")
     return 1 if failed else 0
