@@ -12,6 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dataclasses import replace
+
+import numpy as np
 import onnx
 import pytest
 
@@ -305,3 +308,65 @@ def test_a_lowered_precision_reaches_tensorrt_in_the_graph(
     entry = manifest.components["denoiser"]
     assert entry.precision == "fp16" and entry.engine is not None
     assert entry.engine.quality is not None and entry.engine.quality["precision"] == "fp16"
+
+
+# ---------------------------------------------------------------- the plugin contract
+
+
+def test_custom_op_nodes_keep_their_plugins_contract(clear_export: Path) -> None:
+    """LocalAttention2D in a real export: the registered plugin's shape rule gives what the
+    node makes on ONNX Runtime at the min, opt and max shapes, as its schema infers."""
+    from difforge.engines.tensorrt import plugins
+    from difforge.engines.tensorrt.plugins import PLUGINS, PluginSpec, check_plugin_contract
+
+    manifest = read_manifest(clear_export)
+    entry = manifest.components["denoiser"]
+    graph = clear_export / entry.file
+    assert check_plugin_contract(graph, entry) == []
+    # a plugin that declares another shape is caught, at every profile shape
+    wrong = PluginSpec("difforge::LocalAttention2D", "difforge", "1",
+                       lambda ins, attrs: [(*ins[0][:-1], ins[0][-1] + 1)])
+    original = PLUGINS["difforge::LocalAttention2D"]
+    try:
+        plugins.PLUGINS["difforge::LocalAttention2D"] = wrong
+        problems = check_plugin_contract(graph, entry)
+        assert len(problems) >= 3 and all("the plugin declares" in p for p in problems)
+        assert {p.split(" at the ")[1].split(" ")[0] for p in problems} == {"min", "opt", "max"}
+        del plugins.PLUGINS["difforge::LocalAttention2D"]
+        missing = check_plugin_contract(graph, entry)
+        assert missing and all(
+            "no plugin is registered for difforge::LocalAttention2D" in m for m in missing
+        )
+        plugins.PLUGINS["difforge::LocalAttention2D"] = replace(original, version="2")
+        assert "the registered one is difforge/2" in check_plugin_contract(graph, entry)[0]
+    finally:
+        plugins.PLUGINS["difforge::LocalAttention2D"] = original
+
+
+def test_depthwise_conv_rule_matches_the_node(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    from difforge.artifact.manifest import ComponentEntry, TensorSpec
+    from difforge.engines.tensorrt.plugins import check_plugin_contract
+    from difforge.plugins.onnx_ops import attach_fallback_functions
+
+    weight = numpy_helper.from_array(np.ones((4, 1, 7, 7), np.float32), "w")
+    node = helper.make_node(
+        "DepthwiseConv2D", ["x", "w"], ["y"], domain="difforge", name="dw",
+        strides=[2, 2], dilations=[2, 2], pads=[6, 6, 6, 6], group=4,
+        plugin_namespace="difforge", plugin_version="1",
+    )
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=[weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20),
+                                                    helper.make_opsetid("difforge", 1)])
+    path = tmp_path / "dw.onnx"
+    onnx.save(attach_fallback_functions(model), str(path))
+    entry = ComponentEntry(
+        role="denoiser", file="dw.onnx", outputs=[], tolerance=1e-4,
+        inputs=[TensorSpec("x", "float32", ["batch", 4, "height", "width"])],
+        axes={"batch": [1, 1, 2], "height": [9, 16, 31], "width": [9, 16, 31]},
+    )
+    assert check_plugin_contract(path, entry) == []
