@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tomllib
 
@@ -129,3 +130,42 @@ def test_the_onnx_runtime_distribution_is_named(monkeypatch: pytest.MonkeyPatch)
                         lambda: {"onnxruntime": ["onnxruntime", "onnxruntime-gpu"]})
     text = render(doctor())
     assert "both onnxruntime and onnxruntime-gpu are installed" in text
+
+
+def _python310() -> str:
+    """A Python 3.10 interpreter (Jetson's JetPack 6 Python): pyenv's, else one on PATH."""
+    import glob
+    import shutil
+
+    pattern = Path.home() / ".pyenv" / "versions" / "3.10*" / "bin" / "python3.10"
+    found = sorted(glob.glob(str(pattern)))
+    path = found[-1] if found else shutil.which("python3.10")
+    assert path, "no Python 3.10 interpreter here (pyenv's 3.10 or python3.10 on PATH)"
+    return path
+
+
+@pytest.mark.slow
+def test_the_runtime_runs_on_python_310(tiny_sd_artifact: Path, tmp_path: Path) -> None:
+    """The core install with the cpu extra on Python 3.10, as a Jetson has it (pip picks the
+    versions 3.10 gets): `difforge run` makes the image this interpreter's runtime makes."""
+    venv = tmp_path / "py310"
+    subprocess.run([_python310(), "-m", "venv", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    done = subprocess.run([python, "-m", "pip", "install", "-q", f"{ROOT}[cpu]"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    version = subprocess.run([python, "--version"], capture_output=True, text=True).stdout
+    assert version.startswith("Python 3.10")
+    ours, theirs = tmp_path / "311.png", tmp_path / "310.png"
+    for exe, out in ((sys.executable, ours), (python, theirs)):
+        done = subprocess.run(
+            [exe, "-m", "difforge.cli", "run", str(tiny_sd_artifact), "--prompt", "a red boat",
+             "--steps", "2", "--seed", "3", "--out", str(out), "-q"],
+            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+    from PIL import Image
+
+    a = np.asarray(Image.open(ours), dtype=int)
+    b = np.asarray(Image.open(theirs), dtype=int)
+    assert a.shape == b.shape and int(np.abs(a - b).max()) <= 1  # other numpy/ORT builds
