@@ -79,13 +79,17 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
     return (x.float() * cos[:, :, None] + rotated.float() * sin[:, :, None]).to(x.dtype)
 
 
-class RasAttnProcessor:
-    """RAS for a diffusers ``Attention`` used as DiT's image self-attention (``attn1``),
-    otherwise as ``AttnProcessor2_0`` computes it."""
+class _RasProcessor:
+    """A patched attention: the forward's shared state and its layer's cache number."""
 
     def __init__(self, state: RasForward, layer: int) -> None:
         self.state = state
         self.layer = layer
+
+
+class RasAttnProcessor(_RasProcessor):
+    """RAS for a diffusers ``Attention`` used as DiT's image self-attention (``attn1``),
+    otherwise as ``AttnProcessor2_0`` computes it."""
 
     def __call__(
         self,
@@ -120,13 +124,9 @@ class RasAttnProcessor:
         return out / attn.rescale_output_factor
 
 
-class RasFluxAttnProcessor:
+class RasFluxAttnProcessor(_RasProcessor):
     """RAS for ``FluxAttention``, double- and single-stream, otherwise as diffusers'
     ``FluxAttnProcessor`` computes it."""
-
-    def __init__(self, state: RasForward, layer: int) -> None:
-        self.state = state
-        self.layer = layer
 
     def __call__(
         self,
