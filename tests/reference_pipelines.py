@@ -54,9 +54,15 @@ def _to_u8(images: np.ndarray) -> np.ndarray:
 
 
 def _flux(
-    source: SourceModel, config: dict[str, Any], latents: np.ndarray, steps: int, prompt: str
+    source: SourceModel,
+    config: dict[str, Any],
+    latents: np.ndarray,
+    steps: int,
+    prompt: str,
+    set_step: Any = None,
 ) -> np.ndarray:
-    """FluxPipeline, fed the tiny CLIP's token states and pooled state as its prompt embeds."""
+    """FluxPipeline, fed the tiny CLIP's token states and pooled state as its prompt embeds;
+    ``set_step(i)`` (a stepped patch's variant) before step 0 and after each step."""
     import diffusers
 
     tok = clip_tokenizer()
@@ -85,8 +91,21 @@ def _flux(
             width=w * 8,
             num_inference_steps=steps,
             output_type="np",
+            **_step_callback(set_step),
         ).images[0]
     return _to_u8(out)
+
+
+def _step_callback(set_step: Any) -> dict[str, Any]:
+    if set_step is None:
+        return {}
+    set_step(0)
+
+    def on_step_end(p: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        set_step(i + 1)
+        return kwargs
+
+    return {"callback_on_step_end": on_step_end}
 
 
 def patched_reference(
@@ -106,15 +125,20 @@ def patched_reference(
     for patcher in patchers:
         patcher.apply(source.denoiser)
     config = {k: v for k, v in source.scheduler_config.items() if k != "_class_name"}
-    if source.kind == "flux":
-        return _flux(source, config, latents, steps, prompt)
-    sched = diffusers.DDIMScheduler.from_config(config)
     schedule = plan.schedule(steps)
 
-    def set_step(i: int) -> dict[str, Any] | None:
+    def set_variant(i: int) -> None:
         for patcher in patchers:
             if isinstance(patcher, SteppedPatch) and len(patcher.variants()) > 1 and i < steps:
                 patcher.set_variant(schedule[i])
+
+    if source.kind == "flux":
+        stepped = any(isinstance(p, SteppedPatch) for p in patchers)
+        return _flux(source, config, latents, steps, prompt, set_variant if stepped else None)
+    sched = diffusers.DDIMScheduler.from_config(config)
+
+    def set_step(i: int) -> dict[str, Any] | None:
+        set_variant(i)
         if "msw_msa_shift" in plan.inputs and i < steps:
             return {"msw_msa_shift": torch.tensor([shift_table(steps, seed)[i]])}
         return None

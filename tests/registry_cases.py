@@ -18,7 +18,7 @@ PATCH_CASES = [
     ("tiny-sd", "faster-diffusion:interval=3,noise=0", 128),
     ("tiny-lk-unet", "reparam", 128),
     ("tiny-dit", "clear:radius=8", 128),
-    ("tiny-dit", "ras:ratio=0.5,start=2,resets=none", 128),
+    ("tiny-flux", "ras:ratio=0.5,start=2,resets=none", 256),
     ("tiny-flux", "clear:radius=8", 256),
 ]
 

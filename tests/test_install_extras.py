@@ -145,6 +145,7 @@ def _python310() -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_the_runtime_runs_on_python_310(tiny_sd_artifact: Path, tmp_path: Path) -> None:
     """The core install with the cpu extra on Python 3.10, as a Jetson has it (pip picks the
     versions 3.10 gets): `difforge run` makes the image this interpreter's runtime makes."""

@@ -21,7 +21,9 @@ def sample_feeds(
 ) -> dict[str, np.ndarray]:
     """Random inputs at one of the component's profile shapes (``min``, ``opt``, ``max``), with
     the axes in ``sizes`` set as given: integers in [0, 10) for int64 inputs, timesteps in
-    [0, 999), normal floats otherwise."""
+    [0, 999), normal floats otherwise. An index input over the ``active`` axis (RAS's chosen
+    tokens) gets distinct ascending indices per row, as the runtime feeds it (fewer active
+    tokens than tokens, so ``0 .. active-1`` is always a valid choice)."""
     unknown = set(sizes or {}) - set(entry.axes)
     if unknown:
         raise DifforgeError(f"{entry.role} has no axis {', '.join(sorted(unknown))}")
@@ -31,7 +33,10 @@ def sample_feeds(
     feeds: dict[str, np.ndarray] = {}
     for tensor in entry.inputs:
         shape = shape_of(tensor.shape, chosen)
-        if tensor.dtype == "int64":
+        if tensor.dtype == "int64" and list(tensor.shape[1:]) == ["active"]:
+            rows = [np.sort(rng.permutation(shape[1])) for _ in range(shape[0])]
+            feeds[tensor.name] = np.stack(rows).astype(np.int64)
+        elif tensor.dtype == "int64":
             feeds[tensor.name] = rng.integers(0, 10, size=shape, dtype=np.int64)
         elif tensor.name == "timestep":
             feeds[tensor.name] = (rng.random(shape) * 999).astype(np.float32)

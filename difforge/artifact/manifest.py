@@ -39,7 +39,9 @@ FORMAT = "difforge-artifact"
 #: 3: step plans may list refresh steps (``spacing: keys``), add prior noise and batch a
 #: sample-free variant over steps; a format-2 reader would sample something else, so it
 #: refuses format 3. 4: a step plan may choose the tokens a variant recomputes
-#: (``selection``, RAS). Formats 2 and 3 read as they are (later formats only add fields).
+#: (``selection``, RAS). Formats 2 and 3 read as they are (later formats only add fields). A
+#: manifest is written as format 3 unless it uses what needs 4, so that a format-3 runtime (a
+#: device not yet updated) runs every artifact it can.
 FORMAT_VERSION = 4
 OLDEST_FORMAT_VERSION = 2
 
@@ -268,10 +270,15 @@ class Manifest:
         """The step plan, or the plain one (one denoiser, nothing per step)."""
         return self.step_plan if self.step_plan is not None else StepPlan()
 
+    @property
+    def format_version(self) -> int:
+        """The format this manifest is written in: the lowest that holds what it uses."""
+        return FORMAT_VERSION if self.plan.selection is not None else 3
+
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": self.format_version,
             "stage": self.stage.value,
             "created": self.created,
             "versions": dict(self.versions),

@@ -191,6 +191,13 @@ class StepPlan:
         for name in named:
             if name not in self.variants:
                 raise DifforgeError(f"manifest.json: step_plan names unknown variant {name!r}")
+        if self.selection is not None and (
+            self.guidance is not None or self.selection.variant in self.batched
+        ):
+            raise DifforgeError(
+                "manifest.json: step_plan.selection: a variant that recomputes chosen tokens "
+                "cannot also be batched over steps or run beside a guidance mode"
+            )
         if self.carry and self.guidance is not None:
             # noise-damped CFG's weak pass runs half the batch, on another variant: a carried
             # tensor of the full batch has no meaning there

@@ -12,6 +12,12 @@ the highest ``int(skip * high_ratio)`` (with the default ``high_ratio`` 1: the h
 ones, as the authors' code and README do). The others are the step's active tokens, which the
 graph gathers (they are handed to it in ascending order; attention does not depend on it).
 
+The rule is the authors' for their flow-matching Euler sampler, where Δ is the step's
+(σ_{i+1} - σ_i)·v: ``samplers`` names the runtime samplers it is defined for, and a run with
+another is refused rather than scored on a change that means something else. Scores are ranked
+in log space (log score + starvation·count): the same order as the authors' product, without
+its underflow to 0 for long runs with a large starvation scale.
+
 As written, the starvation factor raises the score of a token each time it is cached, and the
 highest scores are the ones cached, so the cached set tends to stay the same from one step to
 the next; difforge keeps the authors' rule. They write the highest ``high_bar`` as
@@ -46,6 +52,8 @@ class TokenSelection:
     starvation: float = 0.1
     high_ratio: float = 1.0
     metric: str = "std"
+    #: the runtime samplers the rule is defined for
+    samplers: tuple[str, ...] = ("flow-euler",)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +64,7 @@ class TokenSelection:
             "starvation": self.starvation,
             "high_ratio": self.high_ratio,
             "metric": self.metric,
+            "samplers": list(self.samplers),
         }
 
     @classmethod
@@ -70,7 +79,16 @@ class TokenSelection:
             starvation=f.number("starvation", 0.1, minimum=0.0, maximum=10.0),
             high_ratio=f.number("high_ratio", 1.0, minimum=0.0, maximum=1.0),
             metric=f.text("metric", "std", choices=METRICS),
+            samplers=_names(f),
         )
+
+    def check_sampler(self, name: str) -> None:
+        if name not in self.samplers:
+            raise DifforgeError(
+                f"this artifact chooses tokens by the authors' RAS rule, defined for the "
+                f"{', '.join(self.samplers)} sampler (its change is (σ_next - σ)·v); it cannot "
+                f"sample with {name}"
+            )
 
     def skip(self, tokens: int) -> int:
         """How many of ``tokens`` a RAS step caches (the authors' ``skip_token_num``)."""
@@ -103,7 +121,8 @@ class TokenSelection:
     def select(self, delta: np.ndarray, drops: np.ndarray) -> np.ndarray:
         """The active tokens [B, n] (ascending) for the next step; ``drops`` [B, tokens]
         (float, the starvation counters) gain one where a token is cached."""
-        scores = self.scores(delta) * np.exp(self.starvation * drops)
+        with np.errstate(divide="ignore"):
+            scores = np.log(self.scores(delta)) + self.starvation * drops
         tokens = scores.shape[1]
         skip = self.skip(tokens)
         low = int(skip * (1.0 - self.high_ratio))
@@ -117,3 +136,10 @@ class TokenSelection:
     def first_drops(self, images: int, tokens: int, num_steps: int) -> np.ndarray:
         """The counters at step 0: ``-(steps + 1)``, the authors' ``-len(sigmas)``."""
         return np.full((images, tokens), -float(num_steps + 1))
+
+
+def _names(f: Fields) -> tuple[str, ...]:
+    names = f.items("samplers", ["flow-euler"])
+    if not names or not all(isinstance(n, str) for n in names):
+        raise f.fail("samplers", "expected a non-empty list of sampler names")
+    return tuple(names)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from difforge.artifact.interval_rule import IntervalRule
-from difforge.artifact.manifest import FORMAT_VERSION, ComponentEntry, EngineRecord, Manifest
+from difforge.artifact.manifest import ComponentEntry, EngineRecord, Manifest
 from difforge.artifact.step_plan import STEP_VARIANT, NoiseDampedGuidance, StepPlan
 from difforge.errors import DifforgeError
 
@@ -30,7 +30,7 @@ def describe(m: Manifest) -> str:
     src = m.source
     name = src.get("name") or src.get("path", "?")
     lines.append(
-        f"difforge artifact ({m.stage.value}), format {FORMAT_VERSION}, created {m.created}"
+        f"difforge artifact ({m.stage.value}), format {m.format_version}, created {m.created}"
     )
     lines.append(f"source: {src.get('type', '?')} {name}")
     if src.get("random_weights"):

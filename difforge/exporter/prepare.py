@@ -143,6 +143,13 @@ def apply(source: SourceModel, created: list[Patch]) -> AppliedPatches:
     if len(stepped) > 1:
         names = ", ".join(p.name for p in stepped)
         raise DifforgeError(f"only one step-dependent patch per model is supported (got {names})")
+    selection = stepped[0].token_selection() if stepped else None
+    if selection is not None and source.scheduler_name not in selection.samplers:
+        raise DifforgeError(
+            f"patch {stepped[0].name!r} is the authors' method for flow-matching models (its "
+            f"token score is the flow step's change); {source.name} samples with "
+            f"{source.scheduler_name}"
+        )
     return AppliedPatches(list(created), reports, stepped[0] if stepped else None)
 
 

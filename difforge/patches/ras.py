@@ -61,14 +61,15 @@ NEXT = "_next"
 
 
 def parse_resets(text: str) -> tuple[int, ...]:
-    """The ``resets`` option: comma-separated step indices, or "none"."""
+    """The ``resets`` option: step indices joined by ``+`` (``12+22``; a comma separates the
+    patch's options), or "none"."""
     if text.strip().lower() in ("", "none"):
         return ()
     try:
-        steps = tuple(sorted({int(part) for part in text.split(",")}))
+        steps = tuple(sorted({int(part) for part in text.split("+")}))
     except ValueError:
         raise DifforgeError(
-            f"patch 'ras' option 'resets': expected step indices like 12,22 or none, got {text!r}"
+            f"patch 'ras' option 'resets': expected step indices like 12+22, or none; got {text!r}"
         ) from None
     if any(not 0 <= s <= 1000 for s in steps):
         raise DifforgeError("patch 'ras' option 'resets': steps must be in [0, 1000]")
@@ -96,7 +97,7 @@ class RasPatch(SteppedPatch):
         PatchOption("ratio", "float", 0.5, "share of image tokens a RAS step recomputes",
                     0.01, 1.0),
         PatchOption("start", "int", 4, "steps before this one are dense (at least 1)", 1, 1000),
-        PatchOption("resets", "str", "12,22", "dense steps after start (comma list, or none)"),
+        PatchOption("resets", "str", "12+22", "dense steps after start (12+22, or none)"),
         PatchOption("starvation", "float", 0.1, "starvation_scale on the drop counter", 0.0, 10.0),
         PatchOption("high_ratio", "float", 1.0, "share of cached tokens taken from the top",
                     0.0, 1.0),
@@ -187,7 +188,8 @@ class RasPatch(SteppedPatch):
         forward.written = {}
         forward.active, forward.caches = None, {}
         eager = self._bound is None
-        if eager:
+        tracing = torch.compiler.is_exporting() or torch.compiler.is_compiling()
+        if eager and not tracing:  # a PyTorch loop: remember the latents for the next choice
             current = latents.detach().float().cpu().numpy()
             previous, self._last_input = self._last_input, current
         if self._variant == "dense":
@@ -197,6 +199,8 @@ class RasPatch(SteppedPatch):
             forward.active = state[ACTIVE]
             forward.caches = {k: _to_tokens(v) for k, v in state.items() if k != ACTIVE}
             return forward.active
+        if tracing:
+            raise DifforgeError("ras: a RAS graph is exported with its state bound")
         if previous is None or not self._kept:
             raise DifforgeError("ras: a RAS step ran before any dense step")
         if self._drops is None:

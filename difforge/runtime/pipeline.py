@@ -100,6 +100,8 @@ class Pipeline:
         start = time.perf_counter()
         req = self.resolve(request)
         sched = req.sampler(self.manifest)
+        if self.manifest.plan.selection is not None:
+            self.manifest.plan.selection.check_sampler(sched.name)
         timings: dict[str, float] = {}
 
         t0 = time.perf_counter()

@@ -160,6 +160,7 @@ def test_v1_refusal_says_how_to_rebuild(tiny_sd_artifact: Path, tmp_path: Path) 
 
 def test_format_2_manifests_still_read(tiny_sd_artifact: Path) -> None:
     data = json.loads((tiny_sd_artifact / "manifest.json").read_text(encoding="utf-8"))
+    assert data["format_version"] == 3  # nothing in it needs format 4 (a token selection)
     data["format_version"] = 2  # format 3 only added fields
     assert Manifest.from_dict(data).components.keys() == {
         "text_encoder", "denoiser", "vae_decoder"

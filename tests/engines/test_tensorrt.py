@@ -193,8 +193,8 @@ def _key(**changes: Any) -> EngineKey:
 
 def test_cache_is_keyed_by_everything_an_engine_depends_on(tmp_path: Path) -> None:
     cache = EngineCache(tmp_path)
-    cache.put(_key(), b"engine")
-    assert cache.get(_key()) == b"engine"
+    cache.put(_key(), b"engine", {"typing": "weak", "flags": ["fp16"]})
+    assert cache.get(_key()) == (b"engine", {"typing": "weak", "flags": ["fp16"]})
     for change in ({"compute_capability": "9.0"}, {"tensorrt": "11.1.0"}, {"precision": "int8"},
                    {"onnx_sha256": "b" * 64}, {"profiles": "[1]"}, {"plugins": ("la2d@1",)}):
         assert cache.get(_key(**change)) is None, change
@@ -202,8 +202,12 @@ def test_cache_is_keyed_by_everything_an_engine_depends_on(tmp_path: Path) -> No
     assert entry.key["compute_capability"] == "8.7" and entry.size == 6
     old = time.time() - 10 * 86400
     os.utime(tmp_path / entry.digest / "engine.plan", (old, old))
-    (tmp_path / ".x.partial-1").mkdir()
+    (tmp_path / ".x.partial-1").mkdir()  # a build writing now: kept
+    (tmp_path / ".y.partial-2").mkdir()  # a dead build's leftover: removed
+    os.utime(tmp_path / ".y.partial-2", (old, old))
     assert [e.digest for e in cache.gc(older_than_days=30)] == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".x.partial-1", entry.digest]
+    os.utime(tmp_path / ".x.partial-1", (old, old))
     assert [e.digest for e in cache.gc(older_than_days=7)] == [entry.digest]
     assert not any(tmp_path.iterdir())
 
@@ -257,8 +261,12 @@ def test_build_writes_one_engine_per_component_and_reuses_the_cache(
     again = read_manifest(build(BuildConfig(source=clear_export, output=tmp_path / "b",
                                             backend="tensorrt")))
     assert "engine" not in _kinds(loaders.calls)
-    assert all(e.engine is not None and e.engine.settings["reused"] for e in
-               again.components.values())
+    for key, entry in again.components.items():
+        first = manifest.components[key].engine
+        assert entry.engine is not None and first is not None and entry.engine.settings["reused"]
+        # the reused engine records what its build did, as the first build recorded it
+        same = ("typing", "flags", "tensorrt", "profiles", "refittable")
+        assert {k: entry.engine.settings[k] for k in same} == {k: first.settings[k] for k in same}
     # the runtime has no TensorRT runner yet: one line, not a crash
     with pytest.raises(DifforgeError, match="no runner for 'tensorrt' engines"):
         load(built)

@@ -4,6 +4,7 @@ the authors' method (tests/patches/ras_reference.py), and the refusals."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -190,7 +191,7 @@ def test_scores_average_each_token_over_its_pixels() -> None:
 
 def test_plan_round_trips_the_selection_and_refuses_bad_ones() -> None:
     model, _, _ = _model("tiny-dit")
-    patch = _patch(model, "ratio=0.4,start=2,resets=5,metric=l2norm")
+    patch = _patch(model, "ratio=0.4,start=2,resets=5+7,metric=l2norm")
     plan = StepPlan(
         variants={"dense": "denoiser", "ras": "denoiser@ras"},
         rules=tuple(patch.step_rules()),
@@ -200,7 +201,11 @@ def test_plan_round_trips_the_selection_and_refuses_bad_ones() -> None:
     again = StepPlan.from_dict(plan.to_dict())
     assert again.selection == plan.selection and again.selection is not None
     assert again.selection.metric == "l2norm" and again.selection.patch == 2
-    assert plan.schedule(8) == ["dense"] * 2 + ["ras"] * 3 + ["dense"] + ["ras"] * 2
+    assert plan.schedule(8) == ["dense"] * 2 + ["ras"] * 3 + ["dense", "ras", "dense"]
+    assert again.selection.samplers == ("flow-euler",)
+    again.selection.check_sampler("flow-euler")
+    with pytest.raises(DifforgeError, match="cannot sample with ddim"):
+        again.selection.check_sampler("ddim")
     bad = plan.to_dict()
     bad["selection"]["ratio"] = 0.0
     with pytest.raises(DifforgeError, match="ratio"):
@@ -284,6 +289,8 @@ def test_digits_artifact_is_the_authors_method(
     """Two images (chosen separately), dense at 0, 1 and 5: the torch-free run's final
     latents are the dense reproduction's on the same transformer."""
     steps = 8
+    # written in format 4 (a format-3 runtime would ignore the selection); others stay 3
+    assert json.loads((digits_ras / "manifest.json").read_text())["format_version"] == 4
     seen = _run(digits_ras, _digits_request(steps), monkeypatch)
     assert seen["schedule"] == ["dense"] * 2 + ["ras"] * 3 + ["dense"] + ["ras"] * 2
     ras_calls = [c for c in seen["calls"] if c[0] == "denoiser@ras"]
@@ -355,7 +362,8 @@ def _close(ours: np.ndarray, ref: np.ndarray) -> float:
         (["--preset", "tiny-sd", "--patch", "ras"], "DiTTransformer2DModel"),
         (["--preset", "tiny-dit", "--patch", "deepcache"], "UNet2DConditionModel"),
         (["--preset", "tiny-dit", "--patch", "ras:ratio=0"], "ratio"),
-        (["--preset", "tiny-dit", "--patch", "ras:resets=a,b"], "resets"),
+        (["--preset", "tiny-dit", "--patch", "ras:resets=a+b"], "resets"),
+        (["--preset", "tiny-dit", "--patch", "ras"], "flow-matching models"),
         (["--model", "models/digits-dit", "--patch", "ras"], "use metric=l2norm"),
         (["--preset", "tiny-dit", "--patch", "ras", "--patch", "ras"], "given 2 times"),
     ],

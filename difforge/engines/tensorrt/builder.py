@@ -70,22 +70,20 @@ class TensorRTBuilder(EngineBuilder):
                 tensorrt=caps.version,
                 compute_capability=self.device.compute_capability,
             )
-            plan = self.cache.get(key)
-            reused = plan is not None
-            if plan is None:
+            cached = self.cache.get(key)
+            reused = cached is not None
+            if cached is None:
                 with self.rep.task(f"build {role} with TensorRT {caps.version}"):
                     request = trt_api.EngineRequest(
                         graph, key.precision, profiles,
                         timing_cache=self.cache.root / "timing.cache",
                     )
                     built = trt_api.build_engine(self.trt, self.loaders, request)
-                plan = built.plan
-                self.cache.put(key, plan)
-                settings = built.settings
+                plan, settings = built.plan, built.settings
+                self.cache.put(key, plan, settings)
             else:
                 self.rep.note(f"{role}: engine reused from the cache ({key.digest()})")
-                settings = {"tensorrt": caps.version, "typing": "strong" if not caps.weak_typing
-                            else "weak", "profiles": len(profiles)}
+                plan, settings = cached
         plan_path.write_bytes(plan)
         settings = {
             **settings,

@@ -12,6 +12,7 @@ first, so a build that dies leaves no half-written engine behind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,6 +27,8 @@ from difforge.errors import DifforgeError
 ENV = "DIFFORGE_ENGINE_CACHE"
 PLAN = "engine.plan"
 KEY = "key.json"
+#: a partial write older than this is a dead build's leftover (a younger one may be running)
+STALE_PARTIAL_S = 3600
 
 
 def default_root() -> Path:
@@ -69,27 +72,30 @@ class EngineCache:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or default_root()
 
-    def get(self, key: EngineKey) -> bytes | None:
+    def get(self, key: EngineKey) -> tuple[bytes, dict[str, Any]] | None:
+        """The engine built for ``key`` and the settings its build recorded, or None."""
         folder = self.root / key.digest()
         try:
             stored = json.loads((folder / KEY).read_text(encoding="utf-8"))
             plan = (folder / PLAN).read_bytes()
         except (OSError, ValueError):
             return None
+        settings = stored.pop("settings", {}) if isinstance(stored, dict) else {}
         if stored != asdict(key) | {"plugins": list(key.plugins)}:
             return None  # a digest collision or a hand-edited folder: never reuse it
-        os.utime(folder / PLAN)  # last use, for gc
-        return plan
+        with contextlib.suppress(OSError):  # a read-only cache still serves
+            os.utime(folder / PLAN)  # last use, for gc
+        return plan, dict(settings) if isinstance(settings, dict) else {}
 
-    def put(self, key: EngineKey, plan: bytes) -> Path:
+    def put(self, key: EngineKey, plan: bytes, settings: dict[str, Any] | None = None) -> Path:
         folder = self.root / key.digest()
         tmp = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             tmp.mkdir(parents=True)
             (tmp / PLAN).write_bytes(plan)
-            (tmp / KEY).write_text(json.dumps(asdict(key) | {"plugins": list(key.plugins)}),
-                                   encoding="utf-8")
+            record = asdict(key) | {"plugins": list(key.plugins), "settings": settings or {}}
+            (tmp / KEY).write_text(json.dumps(record), encoding="utf-8")
             shutil.rmtree(folder, ignore_errors=True)
             tmp.replace(folder)
         except OSError as exc:
@@ -123,7 +129,8 @@ class EngineCache:
         for entry in removed:
             shutil.rmtree(self.root / entry.digest, ignore_errors=True)
         for leftover in self.root.glob(".*.partial-*") if self.root.is_dir() else []:
-            shutil.rmtree(leftover, ignore_errors=True)
+            if now - leftover.stat().st_mtime > STALE_PARTIAL_S:
+                shutil.rmtree(leftover, ignore_errors=True)
         return removed
 
 

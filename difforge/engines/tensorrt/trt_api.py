@@ -148,11 +148,15 @@ def load() -> tuple[TrtModule, Loaders]:
 def device() -> Device:
     """GPU 0's name and compute capability (cuda-python's runtime API)."""
     try:
-        from cuda.bindings import runtime as cudart
+        from cuda.bindings import runtime as cudart  # cuda-python 12.6 and later
     except ImportError:
-        raise DifforgeError(
-            "cuda-python is not installed, so no GPU can be read (pip install 'difforge[trt]')"
-        ) from None
+        try:
+            from cuda import cudart  # older cuda-python (JetPack's may be)
+        except ImportError:
+            raise DifforgeError(
+                "cuda-python is not installed, so no GPU can be read (pip install "
+                "'difforge[trt]')"
+            ) from None
     err, props = cudart.cudaGetDeviceProperties(0)
     if int(err) != 0:
         raise DifforgeError(f"no CUDA GPU is usable here (cudaGetDeviceProperties: {err})")
