@@ -45,6 +45,11 @@ class TensorRTBuilder(EngineBuilder):
         self.trt, self.loaders = trt_api.load()
         self.device = trt_api.device()
         self.cache = EngineCache()
+        try:  # TensorRT writes its timing cache there before the first engine is stored
+            self.cache.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DifforgeError(f"cannot create the engine cache {self.cache.root}: "
+                                f"{exc.strerror or exc}") from None
 
     def build_component(
         self, role: str, entry: ComponentEntry, src: Path, dst: Path
