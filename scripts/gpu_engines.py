@@ -85,12 +85,9 @@ def _images(artifact: Path, providers: list[str]) -> tuple[np.ndarray, float]:
     return result.images[0], statistics.median(times)
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 100.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
-
 def ort_cuda_rows(work: Path) -> list[dict[str, Any]]:
+    from difforge.evaluation.fidelity import psnr
+
     rows = []
     for preset, patch in CASES:
         for precision in PRECISIONS:
@@ -98,10 +95,10 @@ def ort_cuda_rows(work: Path) -> list[dict[str, Any]]:
             cpu, cpu_s = _images(artifact, ["CPUExecutionProvider"])
             gpu, gpu_s = _images(artifact, ["CUDAExecutionProvider", "CPUExecutionProvider"])
             diff = int(np.abs(cpu.astype(int) - gpu.astype(int)).max())
-            psnr = _psnr(cpu, gpu)
-            ok = diff <= 2 if precision == "fp32" else psnr >= 30.0
+            db = psnr(cpu, gpu)
+            ok = diff <= 2 if precision == "fp32" else db >= 30.0
             rows.append({"engine": "ort-cuda", "model": preset, "patch": patch,
-                         "precision": precision, "max_diff": diff, "psnr": round(psnr, 2),
+                         "precision": precision, "max_diff": diff, "psnr": round(db, 2),
                          "cpu_s": round(cpu_s, 4), "gpu_s": round(gpu_s, 4),
                          "speedup": round(cpu_s / gpu_s, 2), "ok": ok})
     return rows

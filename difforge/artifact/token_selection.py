@@ -94,6 +94,10 @@ class TokenSelection:
         """How many of ``tokens`` a RAS step caches (the authors' ``skip_token_num``)."""
         return int((1.0 - self.ratio) * tokens)
 
+    def tokens(self, shape: tuple[int, ...]) -> int:
+        """How many tokens latents of ``shape`` [B, C, H, W] hold."""
+        return (shape[-2] // self.patch) * (shape[-1] // self.patch)
+
     def active_count(self, tokens: int) -> int:
         return tokens - self.skip(tokens)
 

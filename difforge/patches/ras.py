@@ -203,10 +203,10 @@ class RasPatch(SteppedPatch):
             raise DifforgeError("ras: a RAS graph is exported with its state bound")
         if previous is None or not self._kept:
             raise DifforgeError("ras: a RAS step ran before any dense step")
+        rule = self.token_selection()
         if self._drops is None:
-            tokens = len(self.token_selection().scores(current[:1])[0])
-            self._drops = np.zeros((len(current), tokens))
-        active = self.token_selection().select(current - previous, self._drops)
+            self._drops = np.zeros((len(current), rule.tokens(current.shape)))
+        active = rule.select(current - previous, self._drops)
         forward.active = torch.from_numpy(active).to(latents.device)
         forward.caches = dict(self._kept)
         return forward.active
@@ -237,11 +237,10 @@ class RasPatch(SteppedPatch):
             ids = ids[0] if ids.dim() == 3 else ids
             height = int(ids[:, 1].max().item()) + 1
             self._grid = (height, packed.shape[1] // height)
-        h, w = self._grid
-        b, _, c4 = packed.shape
-        latents = packed.reshape(b, h, w, c4 // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
+        from difforge.sources.tiny_flux import unpack_latents  # diffusers, on first use
+
         self._forward.text_len = kwargs["encoder_hidden_states"].shape[1]
-        active = self._begin(latents.reshape(b, c4 // 4, 2 * h, 2 * w))
+        active = self._begin(unpack_latents(packed, *self._grid))
         if active is not None:
             kwargs = {**kwargs, "hidden_states": gather_rows(packed, active)}
         return args, kwargs

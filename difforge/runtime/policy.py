@@ -135,7 +135,7 @@ class StepPolicy:
             return
         delta = after.astype(np.float32) - before.astype(np.float32)
         if self._drops is None:
-            tokens = len(selection.scores(delta[:1])[0])
+            tokens = selection.tokens(delta.shape)
             self._drops = selection.first_drops(len(delta), tokens, self._num_steps)
         self._active = selection.select(delta, self._drops)
 

@@ -7,10 +7,18 @@ attention with 3-axis RoPE), shrunk to 2 heads x 16 dims. ``in_channels`` 16 is 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from diffusers import FluxTransformer2DModel
 
-__all__ = ["TINY_FLUX_CONFIG", "build_tiny_flux_transformer", "pack_latents", "prepare_ids"]
+__all__ = [
+    "TINY_FLUX_CONFIG",
+    "build_tiny_flux_transformer",
+    "pack_latents",
+    "prepare_ids",
+    "unpack_latents",
+]
 
 TINY_FLUX_CONFIG: dict[str, object] = {
     "patch_size": 1,
@@ -52,6 +60,13 @@ def pack_latents(latents: torch.Tensor) -> torch.Tensor:
     b, c, h, w = latents.shape
     x = latents.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
     return x.reshape(b, (h // 2) * (w // 2), c * 4)
+
+
+def unpack_latents(tokens: torch.Tensor, height: Any, width: Any) -> torch.Tensor:
+    """(B, h * w, 4C) tokens of an ``height`` x ``width`` token grid -> (B, C, 2h, 2w)."""
+    b, _, c4 = tokens.shape
+    x = tokens.reshape(b, height, width, c4 // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(b, c4 // 4, 2 * height, 2 * width)
 
 
 def prepare_ids(height: int, width: int, text_len: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from diffusers import DiTTransformer2DModel, FluxTransformer2DModel
+from diffusers import DiTTransformer2DModel
 
+from difforge.sources.presets import tiny_dit_transformer
+from difforge.sources.tiny_flux import build_tiny_flux_transformer
 from tests.patches.ras_reference import ras_reference, ras_steps, select_active
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -19,35 +21,11 @@ KINDS = ["dit", "flux"]
 
 
 def _model(kind: str) -> Any:
-    torch.manual_seed(0)
+    """tiny-dit's and tiny-flux's transformers, seeded, with no layer left at zero (the
+    presets' own builders)."""
     if kind == "dit":
-        model: Any = DiTTransformer2DModel(
-            num_attention_heads=2,
-            attention_head_dim=16,
-            in_channels=4,
-            out_channels=8,
-            num_layers=2,
-            sample_size=16,
-            patch_size=2,
-            num_embeds_ada_norm=10,
-        )
-    else:
-        model = FluxTransformer2DModel(
-            patch_size=1,
-            in_channels=16,
-            num_layers=1,
-            num_single_layers=1,
-            attention_head_dim=16,
-            num_attention_heads=2,
-            joint_attention_dim=32,
-            pooled_projection_dim=32,
-            axes_dims_rope=(4, 6, 6),
-        )
-    with torch.no_grad():  # zero-initialised layers (adaLN-Zero, proj_out) would hide the blocks
-        for p in model.parameters():
-            if bool((p == 0).all()):
-                p.normal_(0.0, 0.05)
-    return model.eval()
+        return tiny_dit_transformer(0)
+    return build_tiny_flux_transformer(0)
 
 
 def _inputs(kind: str, batch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -168,11 +146,14 @@ def test_kv_cache_holds_the_last_computed_rows(kind: str, monkeypatch: Any) -> N
     latents, cond = _inputs(kind, 1)
     # high_ratio 0.5: the cached set changes between RAS steps (at 1.0 the starvation factor
     # exp(0.1 * drop_cnt) favours the tokens cached before, and the set stays put here)
-    steps = list(ras_steps(_model(kind), latents, SIGMAS, cond, 0.5, 2, (5,), high_ratio=0.5))
+    model = _model(kind)
+    cfg = model.config
+    layers = cfg.num_layers + (cfg.num_single_layers if kind == "flux" else 0)
+    steps = list(ras_steps(model, latents, SIGMAS, cond, 0.5, 2, (5,), high_ratio=0.5))
     monkeypatch.undo()
     kv = torch.stack([torch.stack(pair) for pair in seen])  # [steps * layers, 2, B, H, 64, D]
     kv = kv.unflatten(0, (len(steps), -1))
-    assert kv.shape[1] == 2  # every self-attention was seen once a step
+    assert kv.shape[1] == layers  # every self-attention was seen once a step
     last = torch.zeros(64, dtype=torch.long)  # the last step that computed each token
     for step in steps:
         active = torch.ones(64, dtype=torch.bool) if step.active is None else step.active[0]

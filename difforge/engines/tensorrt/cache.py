@@ -81,7 +81,7 @@ class EngineCache:
         except (OSError, ValueError):
             return None
         settings = stored.pop("settings", {}) if isinstance(stored, dict) else {}
-        if stored != asdict(key) | {"plugins": list(key.plugins)}:
+        if stored != _record(key):
             return None  # a digest collision or a hand-edited folder: never reuse it
         with contextlib.suppress(OSError):  # a read-only cache still serves
             os.utime(folder / PLAN)  # last use, for gc
@@ -94,7 +94,7 @@ class EngineCache:
         try:
             tmp.mkdir(parents=True)
             (tmp / PLAN).write_bytes(plan)
-            record = asdict(key) | {"plugins": list(key.plugins), "settings": settings or {}}
+            record = _record(key) | {"settings": settings or {}}
             (tmp / KEY).write_text(json.dumps(record), encoding="utf-8")
             shutil.rmtree(folder, ignore_errors=True)
             tmp.replace(folder)
@@ -132,6 +132,11 @@ class EngineCache:
             if now - leftover.stat().st_mtime > STALE_PARTIAL_S:
                 shutil.rmtree(leftover, ignore_errors=True)
         return removed
+
+
+def _record(key: EngineKey) -> dict[str, Any]:
+    """``key`` as ``key.json`` stores it (JSON has lists, not tuples)."""
+    return asdict(key) | {"plugins": list(key.plugins)}
 
 
 def check_engine_fits(settings: dict[str, Any], tensorrt: str, compute_capability: str) -> None:

@@ -66,7 +66,6 @@ def check_plugin_contract(graph: Path, entry: ComponentEntry) -> list[str]:
     """Why the graph's custom-op nodes break their plugins' contract (empty: they keep it)."""
     import onnx
     import onnxruntime as ort
-    from onnx import helper
 
     from difforge.plugins.onnx_ops import register_schemas
 
@@ -76,7 +75,7 @@ def check_plugin_contract(graph: Path, entry: ComponentEntry) -> list[str]:
     problems: list[str] = []
     for node in nodes:
         op = f"{node.domain}::{node.op_type}"
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        attrs = _attrs(node)
         spec = PLUGINS.get(op)
         wanted = (_text(attrs.get("plugin_namespace")), _text(attrs.get("plugin_version")))
         if spec is None:
@@ -101,10 +100,9 @@ def check_plugin_contract(graph: Path, entry: ComponentEntry) -> list[str]:
 
 
 def _check_node(node: Any, values: dict[str, np.ndarray], which: str) -> list[str]:
-    from onnx import helper
 
     op = f"{node.domain}::{node.op_type}"
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    attrs = _attrs(node)
     inputs = [tuple(values[name].shape) for name in node.input if name]
     real = [tuple(values[name].shape) for name in node.output]
     declared = PLUGINS[op].shapes(inputs, attrs)
@@ -140,6 +138,12 @@ def _inferred(node: Any, inputs: list[np.ndarray]) -> Shape | None:
     if not all(d.HasField("dim_value") for d in dims):
         return None
     return tuple(d.dim_value for d in dims)
+
+
+def _attrs(node: Any) -> dict[str, Any]:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def _text(value: Any) -> str | None:
