@@ -42,13 +42,23 @@ OPTIONAL_PACKAGES = frozenset(
         "scipy",
         "triton",
         "onnxruntime",
+        "ray",
+        "starlette",
+        "tritonclient",
     ]
 )
 COMMAND_EXTRAS = {"profile": "profile", "bench": "bench"}  # every other command: "compile"
 
 
 #: packages that belong to one extra whatever the command (an OpenVINO artifact's runner)
-PACKAGE_EXTRAS = {"openvino": "openvino", "nncf": "openvino", "onnxruntime": "cpu"}
+PACKAGE_EXTRAS = {
+    "openvino": "openvino",
+    "nncf": "openvino",
+    "onnxruntime": "cpu",
+    "ray": "serve",
+    "starlette": "serve",
+    "tritonclient": "triton",
+}
 
 
 def missing_extra_message(command: str | None, exc: ImportError) -> str | None:

@@ -17,7 +17,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "difforge"
 
 #: The stages in the order data flows; a stage may import earlier stages, never later ones.
-STAGES = ("sources", "patches", "exporter", "passes", "calib", "engines", "runtime", "profile")
+STAGES = (
+    "sources", "patches", "exporter", "passes", "calib", "engines", "runtime", "serve", "profile"
+)
 #: Shared by every stage (the contract, custom ops, small utilities).
 SHARED = ("artifact", "errors", "plugins", "config", "metrics", "versions", "_deps", "_progress")
 
