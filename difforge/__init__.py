@@ -13,7 +13,7 @@ the runtime need numpy and onnxruntime alone.
 from __future__ import annotations
 
 from difforge._version import __version__
-from difforge.api import build, calibrate, compile, export, info
+from difforge.api import build, calibrate, compile, export, info, serve_http
 from difforge.config import (
     BuildConfig,
     CalibrateConfig,
@@ -21,6 +21,7 @@ from difforge.config import (
     ExportConfig,
     PrecisionConfig,
     ResolutionRange,
+    ServeOptions,
 )
 from difforge.errors import DifforgeError
 from difforge.runtime import GenerateRequest, GenerateResult, Pipeline, load
@@ -36,6 +37,7 @@ __all__ = [
     "Pipeline",
     "PrecisionConfig",
     "ResolutionRange",
+    "ServeOptions",
     "__version__",
     "build",
     "calibrate",
@@ -43,4 +45,5 @@ __all__ = [
     "export",
     "info",
     "load",
+    "serve_http",
 ]

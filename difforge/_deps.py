@@ -47,7 +47,8 @@ OPTIONAL_PACKAGES = frozenset(
         "tritonclient",
     ]
 )
-COMMAND_EXTRAS = {"profile": "profile", "bench": "bench"}  # every other command: "compile"
+#: every other command: "compile"
+COMMAND_EXTRAS = {"profile": "profile", "bench": "bench", "serve": "serve"}
 
 
 #: packages that belong to one extra whatever the command (an OpenVINO artifact's runner)

@@ -16,11 +16,15 @@ from difforge.config import (
     CompileConfig,
     ExportConfig,
     PrecisionConfig,
+    ServeOptions,
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from difforge.engines.base import EngineBuilder
     from difforge.evaluation import EvalReport
+    from difforge.serve.rayserve.cluster import Plan, Stopper
 
 
 def export(config: ExportConfig, reporter: Reporter | None = None) -> Path:
@@ -141,3 +145,16 @@ def evaluate(artifact: str | Path, **kwargs: Any) -> EvalReport:
 def info(artifact: str | Path, verify: bool = True) -> Manifest:
     """Read (and by default hash-check) an artifact's manifest."""
     return read_manifest(Path(artifact), verify=verify)
+
+
+def serve_http(
+    options: ServeOptions,
+    on_ready: Callable[[str, Plan], None] | None = None,
+    stopper: Stopper | None = None,
+) -> None:
+    """Serve ``options.artifact`` over HTTP on Ray Serve until ``stopper`` is set (SIGINT or
+    SIGTERM when it is not given), then let replicas finish their requests and stop.
+    ``on_ready(url, plan)`` is called once the replicas answer."""
+    from difforge.serve.rayserve.cluster import Stopper, serve_artifact
+
+    serve_artifact(options, on_ready or (lambda url, plan: None), stopper or Stopper())

@@ -119,3 +119,20 @@ class CalibrateConfig:
     steps: int | None = None
     seed: int = 0
     force: bool = False
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """``difforge serve``: ``artifact`` behind Ray Serve on ``host:port``, ``replicas``
+    replicas on a local cluster (or the existing one at ``address``), batches of up to
+    ``max_batch`` images across clients (None: what the artifact takes per call)."""
+
+    artifact: Path
+    replicas: int = 1
+    max_batch: int | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    address: str | None = None
+    threads: int | None = None
+    batch_wait_ms: float = 10.0
+    shutdown_timeout_s: float = 60.0

@@ -57,21 +57,32 @@ def image_format(path: str | Path) -> str:
 WRITABLE = frozenset({"PNG", "JPEG", "WEBP", "BMP", "TIFF"})
 
 
-def save_image(image: np.ndarray, path: str | Path) -> Path:
-    """Save a (H, W, 3) or grayscale (H, W, 1) uint8 image in the format its suffix names
-    (``.png``, ``.jpg``, ``.webp``, ...); a half-written file never appears at ``path``."""
+def encode_image(image: np.ndarray, fmt: str = "PNG") -> bytes:
+    """A (H, W, 3) or grayscale (H, W, 1) uint8 image as the bytes of a ``fmt`` file, exactly
+    what :func:`save_image` writes (a server's response equals ``difforge run``'s file)."""
+    import io
+
     from PIL import Image
 
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def save_image(image: np.ndarray, path: str | Path) -> Path:
+    """Save a (H, W, 3) or grayscale (H, W, 1) uint8 image in the format its suffix names
+    (``.png``, ``.jpg``, ``.webp``, ...); a half-written file never appears at ``path``."""
     target = Path(path)
     fmt = image_format(target)
+    data = encode_image(image, fmt)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     umask = os.umask(0)
     os.umask(umask)
     try:
         with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(image).save(fh, format=fmt)
+            fh.write(data)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; an image is not
         os.replace(tmp, target)
     except BaseException:

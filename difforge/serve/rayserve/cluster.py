@@ -1,0 +1,151 @@
+"""Starting and stopping a Ray Serve application for an artifact: on a local Ray cluster made
+for it, or on an existing cluster (``address``), which is how it scales past one machine.
+
+Everything the replicas would refuse is checked here first (the artifact, the batch size, the
+port), so a bad option is one line before any cluster starts. Stopping deletes the
+application, whose replicas finish their in-flight requests (up to ``shutdown_timeout_s``)
+before they exit; a cluster started here is then shut down, an existing one is left running.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from difforge.artifact.manifest import read_manifest
+from difforge.config import ServeOptions
+from difforge.errors import DifforgeError
+from difforge.runtime.request import images_per_call
+
+APP_NAME = "difforge"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The options checked and filled in."""
+
+    options: ServeOptions
+    max_batch: int
+    threads: int
+    cpus: float
+
+
+def check(options: ServeOptions) -> Plan:
+    """Refuse what would fail on the cluster; fill in the batch size and threads."""
+    manifest = read_manifest(options.artifact, verify=True)
+    if options.replicas < 1:
+        raise DifforgeError(f"--replicas must be at least 1, got {options.replicas}")
+    most = images_per_call(manifest, 0.0)  # without guidance's doubled calls
+    max_batch = options.max_batch or images_per_call(manifest, manifest.pipeline.default_guidance)
+    if not 1 <= max_batch <= most:
+        raise DifforgeError(
+            f"--max-batch {max_batch}: this artifact takes 1 to {most} images per call "
+            "(rebuild with a larger --max-batch to batch more)"
+        )
+    if options.batch_wait_ms < 0:
+        raise DifforgeError(f"--batch-wait-ms must be 0 or more, got {options.batch_wait_ms:g}")
+    if not 0 < options.port < 65536:
+        raise DifforgeError(f"--port must be between 1 and 65535, got {options.port}")
+    cores = os.cpu_count() or 1
+    threads = options.threads or max(1, cores // options.replicas)
+    if threads < 1:
+        raise DifforgeError(f"--threads must be at least 1, got {threads}")
+    if options.address is None:
+        _check_port_free(options.host, options.port)
+    # Replicas share the local cores; on a cluster each asks Ray for its threads' cores.
+    cpus = min(float(threads), cores / options.replicas) if options.address is None else threads
+    return Plan(options, max_batch, threads, float(cpus))
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            why = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc})"
+            raise DifforgeError(f"port {port} on {host} {why} (choose --port)") from None
+
+
+class Stopper:
+    """Set by SIGINT or SIGTERM (when ``signals``) or by a caller's ``event.set()``: the
+    server drains and stops. The handlers are installed once Ray is up, as Ray's core
+    installs its own SIGTERM handler in the driver when it starts."""
+
+    def __init__(self, signals: bool = True) -> None:
+        self.event = threading.Event()
+        self.signals = signals
+
+    def install(self) -> None:
+        if not self.signals or threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, frame: self.event.set())
+
+    def wait(self) -> None:
+        while not self.event.wait(0.5):
+            pass
+
+
+def start(plan: Plan) -> bool:
+    """Connect to (or start) the cluster and Serve; whether a local cluster was started."""
+    import ray
+    from ray import serve
+
+    options = plan.options
+    local = options.address is None
+    if local:
+        ray.init(
+            num_cpus=os.cpu_count() or 1,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            configure_logging=True,
+        )
+    else:
+        try:
+            ray.init(address=options.address, logging_level=logging.WARNING)
+        except ConnectionError as exc:
+            raise DifforgeError(
+                f"cannot reach a Ray cluster at {options.address}: {' '.join(str(exc).split())}"
+            ) from None
+    serve.start(http_options={"host": options.host, "port": options.port})
+    return local
+
+
+def serve_artifact(
+    options: ServeOptions, on_ready: Callable[[str, Plan], None], stopper: Stopper
+) -> None:
+    """Serve until ``stopper`` is set, then drain and stop."""
+    import ray
+    from ray import serve
+
+    from difforge.serve.rayserve.deployment import application
+
+    plan = check(options)
+    local = start(plan)
+    stopper.install()
+    try:
+        app: Any = application(
+            options.artifact,
+            replicas=options.replicas,
+            threads=plan.threads,
+            cpus=plan.cpus,
+            max_batch=plan.max_batch,
+            batch_wait_s=options.batch_wait_ms / 1000,
+            shutdown_timeout_s=options.shutdown_timeout_s,
+        )
+        serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+        on_ready(f"http://{options.host}:{options.port}", plan)
+        stopper.wait()
+        serve.delete(APP_NAME)  # replicas finish their requests in flight, then exit
+    finally:
+        if local:
+            serve.shutdown()
+            ray.shutdown()
