@@ -84,6 +84,7 @@ def test_run_and_info_work_with_nothing_but_the_core(
         (COMPILER, ("export", "--preset", "tiny-sd", "-o", "{tmp}/o"), "compile"),
         (COMPILER, ("eval", "{art}"), "compile"),
         (("sympy",), ("profile", "{art}", "-q", "--runs", "1", "--out", "{tmp}/r"), "profile"),
+        (("ray",), ("serve", "{art}", "--port", "1"), "serve"),
     ],
 )
 def test_a_command_without_its_extra_names_it(

@@ -102,6 +102,20 @@ def test_shared_layers_import_no_stage() -> None:
             assert not bad, f"{path.relative_to(PACKAGE)} imports {sorted(bad)}"
 
 
+#: what serving may not import: the compiler (it serves artifacts with the torch-free runtime)
+COMPILER = ("sources", "patches", "exporter", "passes", "calib", "engines", "plugins")
+
+
+def test_serve_imports_no_compiler_stage() -> None:
+    """``serve`` comes after ``runtime`` but needs none of the compiler between them: a
+    serving host (Triton's Python backend, a Ray worker) installs difforge's core only."""
+    paths = _files("serve")
+    assert PACKAGE / "serve" / "triton" / "bls.py" in paths
+    for path in paths:
+        bad = {m for m in _difforge(path) if _real(m) and _under(m, *COMPILER)}
+        assert not bad, f"{path.relative_to(PACKAGE)} imports {sorted(bad)}"
+
+
 def test_no_module_over_400_lines() -> None:
     long = {
         str(p.relative_to(PACKAGE)): n

@@ -26,9 +26,11 @@ from difforge.cli.bench_caching import bench_caching_command
 from difforge.cli.compile import build, calibrate, compile_, export
 from difforge.cli.doctor import cache_group, doctor_command
 from difforge.cli.evaluate import evaluate
+from difforge.cli.export_triton import export_triton_command
 from difforge.cli.info import info
 from difforge.cli.profile import profile_command
 from difforge.cli.run import run
+from difforge.cli.serve import serve_command
 from difforge.errors import DifforgeError
 
 __all__ = ["EXIT_USER_ERROR", "cli", "main"]
@@ -67,8 +69,10 @@ def cli(debug: bool) -> None:
     """difforge: compile patched diffusion models into deployable artifacts and run them."""
 
 
-_COMMANDS = [export, calibrate, build, compile_, run, evaluate, info, profile_command]
-for _command in [*_COMMANDS, bench_command, bench_caching_command, doctor_command, cache_group]:
+_COMMANDS = [export, calibrate, build, compile_, run, evaluate, info, profile_command,
+             export_triton_command]
+_MORE = [bench_command, bench_caching_command, doctor_command, cache_group, serve_command]
+for _command in [*_COMMANDS, *_MORE]:
     cli.add_command(_command)
 
 

@@ -66,9 +66,10 @@ class Service:
         self._check_conditioning(parsed)
         request = parsed.request
         if parsed.images > 1 and self.pipe.text_conditioned:
-            request = replace(request, prompt=[request.prompt] * parsed.images)
+            request = replace(request, prompt=[str(request.prompt)] * parsed.images)
         elif parsed.images > 1:
-            request = replace(request, class_label=[request.class_label or 0] * parsed.images)
+            label = request.class_label if isinstance(request.class_label, int) else 0
+            request = replace(request, class_label=[label] * parsed.images)
         try:
             resolved = job(self.pipe, request)
         except DifforgeError as exc:

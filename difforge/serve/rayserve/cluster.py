@@ -43,7 +43,9 @@ def check(options: ServeOptions) -> Plan:
     if options.replicas < 1:
         raise DifforgeError(f"--replicas must be at least 1, got {options.replicas}")
     most = images_per_call(manifest, 0.0)  # without guidance's doubled calls
-    max_batch = options.max_batch or images_per_call(manifest, manifest.pipeline.default_guidance)
+    max_batch = options.max_batch
+    if max_batch is None:
+        max_batch = images_per_call(manifest, manifest.pipeline.default_guidance)
     if not 1 <= max_batch <= most:
         raise DifforgeError(
             f"--max-batch {max_batch}: this artifact takes 1 to {most} images per call "
@@ -54,11 +56,13 @@ def check(options: ServeOptions) -> Plan:
     if not 0 < options.port < 65536:
         raise DifforgeError(f"--port must be between 1 and 65535, got {options.port}")
     cores = os.cpu_count() or 1
-    threads = options.threads or max(1, cores // options.replicas)
+    threads = options.threads if options.threads is not None else max(1, cores // options.replicas)
     if threads < 1:
         raise DifforgeError(f"--threads must be at least 1, got {threads}")
     if options.address is None:
         _check_port_free(options.host, options.port)
+    else:
+        _check_reachable(options.address)
     # Replicas share the local cores; on a cluster each asks Ray for its threads' cores.
     cpus = min(float(threads), cores / options.replicas) if options.address is None else threads
     return Plan(options, max_batch, threads, float(cpus))
@@ -72,6 +76,20 @@ def _check_port_free(host: str, port: int) -> None:
         except OSError as exc:
             why = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc})"
             raise DifforgeError(f"port {port} on {host} {why} (choose --port)") from None
+
+
+def _check_reachable(address: str) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) that nothing answers on is one line now, not minutes
+    of Ray's own retries; 'auto' and other forms are left to Ray."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise DifforgeError(
+            f"cannot reach a Ray cluster at {address}: {exc.strerror or exc}"
+        ) from None
 
 
 class Stopper:
