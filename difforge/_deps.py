@@ -45,6 +45,7 @@ OPTIONAL_PACKAGES = frozenset(
         "ray",
         "starlette",
         "tritonclient",
+        "google",
     ]
 )
 #: every other command: "compile"
@@ -59,6 +60,7 @@ PACKAGE_EXTRAS = {
     "ray": "serve",
     "starlette": "serve",
     "tritonclient": "triton",
+    "google": "triton",  # protobuf, which tritonclient's model config is written with
 }
 
 

@@ -48,9 +48,10 @@ def serve_command(
     from difforge.serve.rayserve.cluster import Plan, Stopper
 
     def ready(url: str, plan: Plan) -> None:
+        threads = f"{plan.threads} thread(s)" if plan.threads else "ONNX Runtime's threads"
         click.echo(
-            f"serving {artifact} at {url} ({replicas} replica(s), {plan.threads} thread(s) "
-            f"each, batches of up to {plan.max_batch} image(s)); Ctrl-C stops",
+            f"serving {artifact} at {url} ({replicas} replica(s), {threads} each, batches of "
+            f"up to {plan.max_batch} image(s)); Ctrl-C or SIGTERM drains and stops",
             err=True,
         )
         click.echo(f"ready {url}")
@@ -62,4 +63,6 @@ def serve_command(
         "shutdown_timeout_s": shutdown_timeout,
     }
     serve_http(ServeOptions(artifact, **options), on_ready=ready, stopper=stopper)
-    click.echo("stopped: requests in flight were finished", err=True)
+    click.echo(
+        f"stopped (requests in flight had up to {shutdown_timeout:g} s to finish)", err=True
+    )

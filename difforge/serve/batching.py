@@ -14,6 +14,7 @@ The runtime's pipeline is not reentrant: a server hands it one group at a time.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
 
@@ -38,10 +39,10 @@ def job(pipe: Pipeline, request: GenerateRequest) -> Job:
     """``request`` resolved (the runtime's refusals raised here, before any queueing) with
     the key of the requests it may share a call with."""
     resolved = pipe.resolve(request)
-    sampler = resolved.sampler(pipe.manifest)
-    seeded = sampler.stochastic or any(
-        spec.seed == RUN_SEED for spec in pipe.manifest.plan.inputs.values()
-    )
+    if resolved.sampler(pipe.manifest).stochastic or resolved.latents is not None:
+        # noise drawn inside the loop is drawn per call, even for equal seeds: never shared
+        return Job(request, resolved, ("alone", next(_ALONE)))
+    seeded = any(spec.seed == RUN_SEED for spec in pipe.manifest.plan.inputs.values())
     key: Hashable = (
         resolved.steps,
         resolved.guidance_scale,
@@ -49,10 +50,12 @@ def job(pipe: Pipeline, request: GenerateRequest) -> Job:
         resolved.height,
         resolved.width,
         resolved.negative_prompt,
-        resolved.latents is not None or None,
-        resolved.seed if seeded or resolved.latents is not None else None,
+        resolved.seed if seeded else None,  # tables drawn from the run's seed
     )
     return Job(request, resolved, key)
+
+
+_ALONE = itertools.count()
 
 
 def groups(pipe: Pipeline, jobs: Sequence[Job]) -> list[list[int]]:

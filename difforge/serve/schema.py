@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,8 +86,11 @@ def parse_body(body: bytes) -> ServeRequest:
         raise RequestError(413, f"request body of {len(body)} bytes is over {MAX_BODY} bytes")
     try:
         data = json.loads(body.decode("utf-8")) if body.strip() else {}
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RequestError(400, f"request body is not valid JSON ({exc})") from None
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, an overlong integer
+        line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RequestError(400, f"request body is not valid JSON ({line})") from None
+    except RecursionError:
+        raise RequestError(400, "request body is not valid JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise RequestError(400, "request body must be a JSON object of fields")
     unknown = sorted(set(data) - FIELDS.keys())
@@ -120,9 +124,9 @@ def parse_body(body: bytes) -> ServeRequest:
 def runtime_refusal(message: str) -> RequestError:
     """A 422 for a value the artifact refused (the runtime's own line, its CLI flags read as
     the request's fields), naming the field by the words the line uses."""
-    for flag in ("steps", "guidance", "seed"):
-        message = message.replace(f"--{flag}", flag)
-    lowered = message.lower()
+    message = re.sub(r"--([a-z][a-z-]*)", r"\1", message)
+    # what the user wrote is quoted in the line ('height-euler'): it names no field
+    lowered = re.sub(r"'[^']*'", "''", message.lower())
     for words, name in _RUNTIME_FIELDS:
         if any(word in lowered for word in words):
             return RequestError(422, message, name)

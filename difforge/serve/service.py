@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -20,6 +21,8 @@ from difforge.runtime import GenerateResult, Pipeline
 from difforge.runtime.image import encode_image, grid
 from difforge.serve.batching import Job, generate_together, groups, job
 from difforge.serve.schema import RequestError, ServeRequest, parse_body, runtime_refusal
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,7 +56,9 @@ class Service:
     """One artifact's generation service; :meth:`run` is not reentrant (one batch at a
     time: the pipeline keeps per-run state)."""
 
-    def __init__(self, pipe: Pipeline, max_batch: int) -> None:
+    def __init__(self, pipe: Pipeline, max_batch: int | None) -> None:
+        """``max_batch``: most images one call holds on this server (None: what the artifact
+        takes); a request for more is refused, as it could never be batched."""
         self.pipe = pipe
         self.max_batch = max_batch
         self.served = 0
@@ -74,6 +79,13 @@ class Service:
             resolved = job(self.pipe, request)
         except DifforgeError as exc:
             raise runtime_refusal(str(exc)) from None
+        if self.max_batch is not None and resolved.resolved.batch > self.max_batch:
+            raise RequestError(
+                422,
+                f"{resolved.resolved.batch} images in one request, but this server batches at "
+                f"most {self.max_batch} per call (its --max-batch)",
+                "images",
+            )
         return Ticket(parsed, resolved, received)
 
     def _check_conditioning(self, parsed: ServeRequest) -> None:
@@ -94,15 +106,19 @@ class Service:
 
     def run(self, tickets: Sequence[Ticket]) -> list[Reply]:
         """Generate ``tickets`` in as few calls as they allow; one reply each, in order. A
-        refusal at run time answers its own group only."""
+        failure while generating (an engine error: the request was admitted) answers its own
+        group with a 500, and the server keeps serving."""
         replies: list[Reply | None] = [None] * len(tickets)
         for members in groups(self.pipe, [t.job for t in tickets]):
             started = time.perf_counter()
             try:
                 results = generate_together(self.pipe, [tickets[i].job for i in members])
-            except DifforgeError as exc:
+            except Exception as exc:  # answered per group; the traceback goes to the log
+                if not isinstance(exc, DifforgeError):
+                    _log.exception("generation failed")
+                line = " ".join(str(exc).split()) or type(exc).__name__
                 for i in members:
-                    replies[i] = Reply.error(runtime_refusal(str(exc)))
+                    replies[i] = Reply.error(RequestError(500, f"generation failed: {line}"))
                 continue
             for i, result in zip(members, results, strict=True):
                 queued = started - tickets[i].received

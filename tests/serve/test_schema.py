@@ -72,6 +72,11 @@ def test_bad_bodies() -> None:
     assert big.status == 413 and big.field is None
 
 
+def test_json_that_python_cannot_read_is_a_400() -> None:
+    assert refused(b'{"seed": ' + b"9" * 5000 + b"}").status == 400  # over int's digit limit
+    assert refused(b"[" * 60000).status == 400  # nested past the recursion limit
+
+
 def test_infinite_numbers_are_refused() -> None:
     # Python's json reads the non-standard Infinity; a request cannot carry it through.
     error = refused(b'{"guidance": Infinity}')
@@ -82,7 +87,9 @@ def test_infinite_numbers_are_refused() -> None:
     ("message", "field"),
     [
         ("--steps must be at least 1, got 0", "steps"),
-        ("height 1000 is outside this artifact's range [32, 64]", "height"),
+        ("height 1000 is outside this artifact's range [32, 64] (rebuild with a wider "
+         "--resolution range)", "height"),
+        ("unknown scheduler 'height-euler' (known: ddim, euler)", "scheduler"),
         ("width 33 is not a multiple of 8 (the model's factor)", "width"),
         ("class label 99 is outside [0, 9]", "class_label"),
         ("a negative prompt would have no effect: guidance 1 runs no ...", "negative_prompt"),

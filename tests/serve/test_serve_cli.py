@@ -29,6 +29,7 @@ def test_a_missing_artifact(tmp_path: Path) -> None:
         (("--port", "70000"), "--port must be between 1 and 65535"),
         (("--batch-wait-ms", "-1"), "--batch-wait-ms must be 0 or more"),
         (("--threads", "0"), "--threads must be at least 1"),
+        (("--shutdown-timeout", "-1"), "--shutdown-timeout must be 0 or more"),
     ],
 )
 def test_bad_options(artifact: Path, options: tuple[str, ...], needle: str) -> None:

@@ -129,12 +129,44 @@ def test_text_requests_batch_and_stochastic_samplers_do_not(tiny_sd: Pipeline) -
     # Ancestral sampling draws its noise per call: two seeds never share one.
     ancestral = [
         service.admit(body(prompt="a cube", seed=s, scheduler="euler-ancestral", **settings)).job
-        for s in (1, 2)
+        for s in (1, 2, 2)  # equal seeds too: the loop's draws are per call
     ]
-    assert groups(tiny_sd, ancestral) == [[0], [1]]
+    assert groups(tiny_sd, ancestral) == [[0], [1], [2]]
     with pytest.raises(RequestError) as info:
         service.admit(body(class_label=1))
     assert (info.value.status, info.value.field) == (422, "class_label")
+
+
+def test_a_request_larger_than_the_servers_batch_is_refused(digits: Pipeline) -> None:
+    service = Service(digits, max_batch=2)
+    with pytest.raises(RequestError) as info:
+        service.admit(body(images=3))
+    assert (info.value.status, info.value.field) == (422, "images")
+    assert "--max-batch" in str(info.value)
+    assert Service(digits, max_batch=None).admit(body(images=3)).job.resolved.batch == 3
+
+
+def test_a_failing_engine_is_a_500_for_its_group_only(
+    digits: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import difforge.serve.service as service_module
+    from difforge.errors import DifforgeError
+
+    real = service_module.generate_together
+
+    def flaky(pipe: Pipeline, jobs: list) -> list:
+        if jobs[0].resolved.steps == 3:
+            raise DifforgeError("denoiser: the engine failed")
+        return real(pipe, jobs)
+
+    monkeypatch.setattr(service_module, "generate_together", flaky)
+    service = Service(digits, max_batch=4)
+    bad, good = service.run(
+        [service.admit(body(steps=3)), service.admit(body(steps=4, class_label=1))]
+    )
+    assert bad.status == 500
+    assert json.loads(bad.body)["error"] == "generation failed: denoiser: the engine failed"
+    assert good.status == 200 and service.served == 1
 
 
 def test_info_says_what_is_served(digits: Pipeline, tiny_sd: Pipeline) -> None:

@@ -47,7 +47,7 @@ def image(pb: Any, response: Any) -> np.ndarray:
 def reference(art: Path, fields: dict[str, Any]) -> np.ndarray:
     """The images of ``fields`` (the HTTP request format) from the artifact's own runners."""
     pipe = load(art)
-    return pipe(Service(pipe, 1).admit(json.dumps(fields).encode()).job.request).images
+    return pipe(Service(pipe, None).admit(json.dumps(fields).encode()).job.request).images
 
 
 @pytest.fixture(scope="module")

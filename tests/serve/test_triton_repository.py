@@ -353,3 +353,15 @@ def test_without_tritonclient_the_command_names_its_extra(art_copy: Path, tmp_pa
     assert_user_error(done, "`difforge export-triton` needs 'tritonclient'")
     assert done.stderr.strip().endswith("pip install 'difforge[triton]'")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_scalar_in_an_unbatched_model_is_refused() -> None:
+    """Triton refuses an empty reshape without batching, and a 0-d tensor needs one."""
+    from difforge.artifact.manifest import TensorSpec
+    from difforge.serve.triton.layout import triton_dims
+
+    scalar = TensorSpec("shift", "int64", [])
+    assert triton_dims(TensorSpec("t", "float32", ["batch"]), True) == ([1], True)
+    assert triton_dims(TensorSpec("x", "float32", [2, "h"]), False) == ([2, -1], False)
+    with pytest.raises(DifforgeError, match="'shift' has no dimensions"):
+        triton_dims(scalar, False)

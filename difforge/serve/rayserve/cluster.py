@@ -55,17 +55,25 @@ def check(options: ServeOptions) -> Plan:
         raise DifforgeError(f"--batch-wait-ms must be 0 or more, got {options.batch_wait_ms:g}")
     if not 0 < options.port < 65536:
         raise DifforgeError(f"--port must be between 1 and 65535, got {options.port}")
-    cores = os.cpu_count() or 1
-    threads = options.threads if options.threads is not None else max(1, cores // options.replicas)
-    if threads < 1:
-        raise DifforgeError(f"--threads must be at least 1, got {threads}")
+    if options.shutdown_timeout_s < 0:
+        raise DifforgeError(
+            f"--shutdown-timeout must be 0 or more, got {options.shutdown_timeout_s:g}"
+        )
+    if options.threads is not None and options.threads < 1:
+        raise DifforgeError(f"--threads must be at least 1, got {options.threads}")
     if options.address is None:
         _check_port_free(options.host, options.port)
+        # Replicas share this machine's cores.
+        cores = os.cpu_count() or 1
+        threads = options.threads or max(1, cores // options.replicas)
+        cpus = min(float(threads), cores / options.replicas)
     else:
         _check_reachable(options.address)
-    # Replicas share the local cores; on a cluster each asks Ray for its threads' cores.
-    cpus = min(float(threads), cores / options.replicas) if options.address is None else threads
-    return Plan(options, max_batch, threads, float(cpus))
+        # The nodes' sizes are not known here: each replica asks Ray for its threads' cores,
+        # or for one core and ONNX Runtime's default threads on its node.
+        threads = options.threads or 0
+        cpus = float(threads or 1)
+    return Plan(options, max_batch, threads, cpus)
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -92,6 +100,11 @@ def _check_reachable(address: str) -> None:
         ) from None
 
 
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if "DifforgeError" in ln]
+    return (lines or [" ".join(str(exc).split())[:300]])[0]
+
+
 class Stopper:
     """Set by SIGINT or SIGTERM (when ``signals``) or by a caller's ``event.set()``: the
     server drains and stops. The handlers are installed once Ray is up, as Ray's core
@@ -100,12 +113,23 @@ class Stopper:
     def __init__(self, signals: bool = True) -> None:
         self.event = threading.Event()
         self.signals = signals
+        self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
         if not self.signals or threading.current_thread() is not threading.main_thread():
             return
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda signum, frame: self.event.set())
+            self._previous[sig] = signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.event.is_set():  # a second Ctrl-C: stop now, without waiting for the drain
+            raise KeyboardInterrupt
+        self.event.set()
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
 
     def wait(self) -> None:
         while not self.event.wait(0.5):
@@ -150,6 +174,11 @@ def serve_artifact(
     local = start(plan)
     stopper.install()
     try:
+        if APP_NAME in serve.status().applications:
+            raise DifforgeError(
+                f"an application named '{APP_NAME}' already runs on this cluster (stop it, or "
+                "serve from another cluster)"
+            )
         app: Any = application(
             options.artifact,
             replicas=options.replicas,
@@ -159,11 +188,15 @@ def serve_artifact(
             batch_wait_s=options.batch_wait_ms / 1000,
             shutdown_timeout_s=options.shutdown_timeout_s,
         )
-        serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+        try:
+            serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+        except RuntimeError as exc:  # a replica refused to start (the artifact on its node)
+            raise DifforgeError(f"the deployment did not start: {_first_line(exc)}") from None
         on_ready(f"http://{options.host}:{options.port}", plan)
         stopper.wait()
         serve.delete(APP_NAME)  # replicas finish their requests in flight, then exit
     finally:
+        stopper.restore()
         if local:
             serve.shutdown()
             ray.shutdown()

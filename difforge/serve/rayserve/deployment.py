@@ -3,8 +3,9 @@
 Routes: ``POST /generate`` (a JSON request; PNG bytes or JSON back), ``GET /health``
 (liveness: the replica answers), ``GET /ready`` (readiness: what the artifact serves). Requests
 wait in Serve's batch queue (``serve.batch``, sized in images, not requests) and each batch
-runs on a worker thread, so the replica's event loop keeps answering health checks and
-queueing requests while the engine works. Ray Serve adds an ``x-request-id`` header to every
+runs on a worker thread, so the replica's event loop keeps taking requests into the queue and
+answering Serve's own health checks while the engine works (``/health`` requests count against
+``max_ongoing_requests`` like any other). Ray Serve adds an ``x-request-id`` header to every
 response (a client's own is kept); difforge adds ``Server-Timing`` (queue and each stage, in
 ms) and ``x-difforge-batch`` (how many requests shared the call).
 """
@@ -100,10 +101,6 @@ class Generator:
             headers=reply.headers,
         )
 
-    def check_health(self) -> None:
-        """Serve's periodic check: a replica whose engine is gone is replaced."""
-        if not all(r.active for r in self.service.pipe.runners.values()):
-            raise RuntimeError("an engine session of this replica is not loaded")
 
 
 def application(

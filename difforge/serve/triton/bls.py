@@ -79,7 +79,7 @@ class PipelineModel:
         components = read_components_parameter(config)
         root = Path(args["model_repository"]) / str(args["model_version"]) / ARTIFACT_FOLDER
         self.pipeline = load_pipeline(root, components, self.pb)
-        self.service = Service(self.pipeline, max_batch=1)
+        self.service = Service(self.pipeline, max_batch=None)  # the artifact's own limit
 
     def execute(self, requests: list[Any]) -> list[Any]:
         """One response per request, in order."""

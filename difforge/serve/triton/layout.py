@@ -112,6 +112,13 @@ def triton_dims(tensor: TensorSpec, batched: bool) -> tuple[list[int], bool]:
     dims become ``[1]`` with ``reshape { shape: [] }`` (``reshaped`` True)."""
     shape = tensor.shape[1:] if batched else tensor.shape
     dims = [d if isinstance(d, int) else -1 for d in shape]
+    if not dims and not batched:
+        # Triton refuses an empty reshape in a model without batching, and a 0-d tensor
+        # needs one
+        raise DifforgeError(
+            f"tensor '{tensor.name}' has no dimensions in a component Triton cannot batch: "
+            "Triton has no config for it"
+        )
     return (dims, False) if dims else ([1], True)
 
 
