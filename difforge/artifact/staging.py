@@ -99,6 +99,14 @@ def staged_folder(target: Path, force: bool = False) -> Iterator[Path]:
     staging folder is removed and ``target`` is left as it was.
     """
     check_target(target, force)
+    with replaced_on_success(target) as staging:
+        yield staging
+
+
+@contextlib.contextmanager
+def replaced_on_success(target: Path) -> Iterator[Path]:
+    """An empty hidden folder next to ``target`` that replaces it on success and is removed
+    on any exception; whether ``target`` may be replaced is the caller's check."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = scratch_folder(target, "partial")
@@ -113,7 +121,12 @@ def staged_folder(target: Path, force: bool = False) -> Iterator[Path]:
         if target.exists():
             old = scratch_folder(target, "old")
             os.replace(target, old / target.name)
-            os.replace(staging, target)
+            try:
+                os.replace(staging, target)
+            except BaseException:
+                os.replace(old / target.name, target)  # the old one back where it was
+                shutil.rmtree(old, ignore_errors=True)
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(staging, target)

@@ -12,13 +12,12 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from difforge.artifact.files import inside
 from difforge.artifact.manifest import MANIFEST_NAME, Manifest, read_manifest
-from difforge.artifact.staging import remove_stale, scratch_folder
+from difforge.artifact.staging import remove_stale, replaced_on_success
 from difforge.errors import DifforgeError
 from difforge.serve.triton import config as triton_config
 from difforge.serve.triton.layout import (
@@ -90,30 +89,10 @@ def check_output(output: Path, force: bool, artifact: Path) -> None:
         raise DifforgeError(f"cannot write {output}: {probe} is not a writable folder")
 
 
-@contextlib.contextmanager
-def staged_repository(output: Path) -> Iterator[Path]:
+def staged_repository(output: Path) -> contextlib.AbstractContextManager[Path]:
     """An empty hidden folder beside ``output`` that becomes ``output`` on success and is
     removed on any exception (Ctrl-C and SIGTERM included), leaving ``output`` as it was."""
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        staging = scratch_folder(output, "partial")
-    except OSError as exc:
-        raise DifforgeError(f"cannot write {output}: {exc.strerror or exc}") from None
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)
-    try:
-        yield staging
-        if output.exists():
-            old = scratch_folder(output, "old")
-            os.replace(output, old / output.name)
-            os.replace(staging, output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    return replaced_on_success(output)
 
 
 def _copy(artifact: Path, rel: str, dst: Path) -> int:
