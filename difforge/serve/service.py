@@ -76,17 +76,17 @@ class Service:
             label = request.class_label if isinstance(request.class_label, int) else 0
             request = replace(request, class_label=[label] * parsed.images)
         try:
-            resolved = job(self.pipe, request)
+            admitted = job(self.pipe, request)
         except DifforgeError as exc:
             raise runtime_refusal(str(exc)) from None
-        if self.max_batch is not None and resolved.resolved.batch > self.max_batch:
+        if self.max_batch is not None and admitted.resolved.batch > self.max_batch:
             raise RequestError(
                 422,
-                f"{resolved.resolved.batch} images in one request, but this server batches at "
+                f"{admitted.resolved.batch} images in one request, but this server batches at "
                 f"most {self.max_batch} per call (its --max-batch)",
                 "images",
             )
-        return Ticket(parsed, resolved, received)
+        return Ticket(parsed, admitted, received)
 
     def _check_conditioning(self, parsed: ServeRequest) -> None:
         req = parsed.request
