@@ -26,10 +26,17 @@ def make_runners(
     classes = {backend: runner_class(backend) for backend in dict.fromkeys(backends.values())}
     for cls in classes.values():
         cls.check_artifact(manifest)
-    return {
+    runners = {
         key: classes[backends[key]].from_artifact(key, entry, root, dict(overrides or {}))
         for key, entry in manifest.components.items()
     }
+    # what the step plan carries from one call to a later one never goes back to the host
+    # loop (the loop reads the noise prediction): a runner may keep it on its device
+    carried = set(manifest.plan.carry.values()) - {"noise_pred"}
+    for key, runner in runners.items():
+        outputs = {t.name for t in manifest.components[key].outputs}
+        runner.carried_outputs = frozenset(carried & outputs)
+    return runners
 
 
 def load(
@@ -40,6 +47,7 @@ def load(
     lazy: bool = False,
     session_overrides: dict[str, Any] | None = None,
     providers: list[str] | None = None,
+    io_binding: bool | None = None,
 ) -> Pipeline:
     """Load an artifact folder for generation (numpy + the engine's runtime only).
 
@@ -47,6 +55,8 @@ def load(
     created here unless ``lazy`` (then on first use), so generation timings exclude loading.
     ``providers`` replaces the ONNX Runtime execution providers the artifact records (ONNX
     Runtime artifacts only), e.g. ``["CUDAExecutionProvider", "CPUExecutionProvider"]``.
+    ``io_binding`` runs ONNX Runtime sessions through I/O binding, the state carried between
+    steps left on the device (default: on with a GPU provider, off on the CPU).
     """
     root = Path(artifact)
     manifest = read_manifest(root, verify=verify)  # its components checked against its kind
@@ -57,6 +67,8 @@ def load(
         overrides["providers"] = list(providers)
     if threads is not None:
         overrides["intra_op_num_threads"] = threads
+    if io_binding is not None:
+        overrides["io_binding"] = io_binding
     pipeline = Pipeline(root, manifest, make_runners(root, manifest, overrides))
     if not lazy:
         for runner in pipeline.runners.values():

@@ -45,6 +45,9 @@ class Runner(ABC):
         self.load_seconds = 0.0
         #: what the user should know about how this runner runs (settings it adjusted)
         self.notes: list[str] = []
+        #: outputs only a later call of this pipeline reads (the step plan's carried state):
+        #: a runner may hand them back where its engine left them (on the GPU)
+        self.carried_outputs: frozenset[str] = frozenset()
 
     @classmethod
     def check_artifact(cls, manifest: Manifest) -> None:

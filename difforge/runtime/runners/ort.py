@@ -22,6 +22,7 @@ from difforge.runtime.runners._ort_settings import (
     user_settings,
 )
 from difforge.runtime.runners.base import Runner
+from difforge.runtime.runners.ort_binding import binding_device, run_bound
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -74,11 +75,16 @@ class OrtRunner(Runner):
         path: Path,
         settings: dict[str, Any] | None = None,
         providers: list[str] | None = None,
+        io_binding: bool | None = None,
     ) -> None:
         super().__init__(name, spec)
         self.path = path
         self.settings = dict(settings or {})
         self.providers = providers or ["CPUExecutionProvider"]
+        #: calls through I/O binding (carried state left on the device); by default where
+        #: the session runs on a GPU provider
+        self.device = binding_device(self.providers)
+        self.io_binding = self.device == "cuda" if io_binding is None else io_binding
         self.session: Any = None
 
     @classmethod
@@ -124,9 +130,13 @@ class OrtRunner(Runner):
         where = f"components.{name}.engine.settings"
         settings, notes = recorded_settings(recorded, where)
         requested = overrides.get("providers")
-        settings.update(user_settings({k: v for k, v in overrides.items() if k != "providers"}))
+        binding = overrides.get("io_binding")
+        if binding is not None and not isinstance(binding, bool):
+            raise DifforgeError(f"io_binding must be true or false, got {binding!r}")
+        rest = {k: v for k, v in overrides.items() if k not in ("providers", "io_binding")}
+        settings.update(user_settings(rest))
         chosen = requested_providers(requested) if requested else providers(recorded, where)
-        runner = cls(name, spec, root / spec.file, settings, chosen)
+        runner = cls(name, spec, root / spec.file, settings, chosen, binding)
         runner.notes.extend(notes)
         return runner
 
@@ -146,6 +156,10 @@ class OrtRunner(Runner):
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
+            if self.io_binding:
+                return run_bound(
+                    self.session, feeds, self._output_names, self.carried_outputs, self.device
+                )
             outputs = self.session.run(self._output_names, feeds)
         except Exception as exc:  # onnxruntime's errors are untyped (Fail, InvalidArgument, ...)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
