@@ -23,7 +23,7 @@ def test_doctor_on_this_machine() -> None:
     assert "CPUExecutionProvider" in out and "flags" in out
     assert "TensorRT: not installed" in out  # it cannot be installed here
     assert "difforge::LocalAttention2D: no TensorRT plugin yet" in out
-    assert "tensorrt (no runner yet)" in out and "ort (runner here)" in out
+    assert "tensorrt (runner here)" in out and "ort (runner here)" in out
     report = json.loads(difforge("doctor", "--json").stdout)
     assert report["tensorrt"] == {"installed": False} and report["gpu"]["found"] is False
     assert "CPUExecutionProvider" in report["onnxruntime"]["providers"]

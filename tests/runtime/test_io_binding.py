@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 
 from difforge.runtime import GenerateRequest, load
-from difforge.runtime.runners.ort_binding import DeviceTensor, binding_device
+from difforge.runtime.runners._ort_binding import DeviceTensor, binding_device
 from tests.digits_artifacts import compile_digits
 
 pytestmark = pytest.mark.slow

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from difforge.artifact.engine_fit import check_engine_fits
 from difforge.errors import DifforgeError
 
 ENV = "DIFFORGE_ENGINE_CACHE"
@@ -139,12 +140,4 @@ def _record(key: EngineKey) -> dict[str, Any]:
     return asdict(key) | {"plugins": list(key.plugins)}
 
 
-def check_engine_fits(settings: dict[str, Any], tensorrt: str, compute_capability: str) -> None:
-    """Refuse an engine built for another TensorRT version or GPU, in one line."""
-    built = (str(settings.get("tensorrt")), str(settings.get("compute_capability")))
-    if built != (tensorrt, compute_capability):
-        raise DifforgeError(
-            f"this engine was built with TensorRT {built[0]} for compute capability {built[1]}; "
-            f"this machine has TensorRT {tensorrt} on compute capability {compute_capability}: "
-            "build it again here (difforge build --backend tensorrt)"
-        )
+__all__ = ["CachedEngine", "EngineCache", "EngineKey", "check_engine_fits", "default_root"]

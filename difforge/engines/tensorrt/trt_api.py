@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from difforge.artifact.engine_fit import Device, device
 from difforge.engines.tensorrt.profiles import ShapeProfile
 from difforge.errors import DifforgeError
 
@@ -124,12 +125,6 @@ def build_engine(trt: TrtModule, loaders: Loaders, request: EngineRequest) -> Bu
     )
 
 
-@dataclass(frozen=True)
-class Device:
-    name: str
-    compute_capability: str
-
-
 def load() -> tuple[TrtModule, Loaders]:
     """The installed TensorRT and Polygraphy's loaders, or one line saying what is missing."""
     try:
@@ -145,19 +140,6 @@ def load() -> tuple[TrtModule, Loaders]:
     return trt, loaders
 
 
-def device() -> Device:
-    """GPU 0's name and compute capability (cuda-python's runtime API)."""
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python 12.6 and later
-    except ImportError:
-        try:
-            from cuda import cudart  # older cuda-python (JetPack's may be)
-        except ImportError:
-            raise DifforgeError(
-                "cuda-python is not installed, so no GPU can be read (pip install "
-                "'difforge[trt]')"
-            ) from None
-    err, props = cudart.cudaGetDeviceProperties(0)
-    if int(err) != 0:
-        raise DifforgeError(f"no CUDA GPU is usable here (cudaGetDeviceProperties: {err})")
-    return Device(props.name.decode(errors="replace"), f"{props.major}.{props.minor}")
+__all__ = [
+    "Capabilities", "Device", "EngineRequest", "build_engine", "capabilities", "device", "load"
+]

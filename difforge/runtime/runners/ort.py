@@ -14,6 +14,7 @@ import numpy as np
 from difforge.artifact.manifest import ComponentEntry, Manifest
 from difforge.errors import DifforgeError
 from difforge.runtime.runners import register_runner
+from difforge.runtime.runners._ort_binding import binding_device, run_bound
 from difforge.runtime.runners._ort_settings import (
     providers,
     recorded_settings,
@@ -22,7 +23,6 @@ from difforge.runtime.runners._ort_settings import (
     user_settings,
 )
 from difforge.runtime.runners.base import Runner
-from difforge.runtime.runners.ort_binding import binding_device, run_bound
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:

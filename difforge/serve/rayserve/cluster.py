@@ -67,6 +67,8 @@ def check(options: ServeOptions) -> Plan:
         cores = os.cpu_count() or 1
         threads = options.threads or max(1, cores // options.replicas)
         cpus = min(float(threads), cores / options.replicas)
+        if options.threads is None and _tensorrt(manifest):
+            threads = 0  # TensorRT engines take no thread count
     else:
         _check_reachable(options.address)
         # The nodes' sizes are not known here: each replica asks Ray for its threads' cores,
@@ -74,6 +76,13 @@ def check(options: ServeOptions) -> Plan:
         threads = options.threads or 0
         cpus = float(threads or 1)
     return Plan(options, max_batch, threads, cpus)
+
+
+def _tensorrt(manifest: Any) -> bool:
+    return any(
+        c.engine is not None and c.engine.backend == "tensorrt"
+        for c in manifest.components.values()
+    )
 
 
 def _check_port_free(host: str, port: int) -> None:

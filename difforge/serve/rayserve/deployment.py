@@ -69,7 +69,7 @@ class Generator:
                 f"{artifact} on this node is not the artifact being served (copy it to every "
                 "node at the same path)"
             )
-        self.service = Service(load(root, threads=threads), max_batch)
+        self.service = Service(load(root, threads=threads or None), max_batch)
         self._generate.set_max_batch_size(max_batch)
         self._generate.set_batch_wait_timeout_s(batch_wait_s)
 
