@@ -131,11 +131,6 @@ def load(url: str, bodies: list[bytes], expected: list[bytes], concurrency: int,
     return outcome, time.perf_counter() - start
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def compile_digits(work: Path) -> Path:
     out = work / "digits"
     subprocess.run(
@@ -156,6 +151,7 @@ def references(artifact: Path, asks: list[dict]) -> list[bytes]:
 
 def run(args: argparse.Namespace, artifact: Path) -> str:
     from difforge.profile.machine import describe_machine, flag_summary
+    from difforge.profile.stats import summarize
 
     asks = [{"class_label": i % 10, "seed": i, "steps": args.steps}
             for i in range(args.requests)]
@@ -192,10 +188,11 @@ def run(args: argparse.Namespace, artifact: Path) -> str:
         f"{len(bodies)} | {len(bodies) / alone:.2f} | — | — | 1.0 | 0 | (the reference) |",
     ]
     for count, batching, outcome, wall in rows:
+        latency = summarize(outcome.latencies)
         lines.append(
             f"| {count} | {'on' if batching else 'off'} | {len(bodies)} | "
-            f"{len(bodies) / wall:.2f} | {statistics.median(outcome.latencies):.3f} | "
-            f"{percentile(outcome.latencies, 0.99):.3f} | {statistics.mean(outcome.batches):.1f} "
+            f"{len(bodies) / wall:.2f} | {latency['p50']:.3f} | "
+            f"{latency['p99']:.3f} | {statistics.mean(outcome.batches):.1f} "
             f"| {outcome.errors} | {len(bodies) - outcome.mismatched - outcome.errors}"
             f"/{len(bodies)} |"
         )
@@ -205,6 +202,8 @@ def run(args: argparse.Namespace, artifact: Path) -> str:
 
 def run_fault(artifact: Path, bodies: list[bytes], expected: list[bytes], concurrency: int
               ) -> str:
+    from difforge.profile.stats import summarize
+
     server = Server(artifact, "--replicas", "2", "--threads", "1")
     before = replicas()
     killed: dict[str, float | int] = {}
@@ -232,7 +231,7 @@ def run_fault(artifact: Path, bodies: list[bytes], expected: list[bytes], concur
         f"with the same body. **{len(bodies) - lost} of {len(bodies)} answered, {lost} lost**, "
         f"{outcome.retries} retries, {identical}/{len(bodies)} images identical to the "
         f"runtime's; throughput {len(bodies) / wall:.2f} req/s, p99 "
-        f"{percentile(outcome.latencies, 0.99):.2f} s; replacement replica up "
+        f"{summarize(outcome.latencies)['p99']:.2f} s; replacement replica up "
         + (f"{replaced:.1f} s after the kill" if replaced is not None else "**not seen**")
         + f"; the server then stopped with exit code {code}."
     )
